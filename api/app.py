@@ -1,0 +1,75 @@
+"""The FastAPI app mounted at /api/v1 (health and readiness), and the /docs pages.
+
+BentoML serves the inference routes itself (/api/v1/segment, /remove, /fill, /replace);
+they take precedence over this mount. The readiness route asks the running service, which
+asks each runner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from api.schemas import HealthResponse, ReadyResponse
+
+VERSION = "0.1.0"
+STARTED_AT = time.monotonic()
+TITLE = "Inpaint Anything server"
+
+
+class ReadinessSource(Protocol):
+    async def readiness(self) -> ReadyResponse: ...
+
+
+def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
+    """Liveness and readiness; `service()` returns the running BentoML service instance."""
+    app = FastAPI(title=TITLE, version=VERSION, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/health", response_model=HealthResponse, tags=["health"])
+    async def health() -> HealthResponse:
+        """Liveness: the process answers. Does not touch the models."""
+        return HealthResponse(version=VERSION, uptime_s=round(time.monotonic() - STARTED_AT, 3))
+
+    @app.get(
+        "/ready",
+        response_model=ReadyResponse,
+        tags=["health"],
+        responses={503: {"model": ReadyResponse, "description": "a model is not loaded"}},
+    )
+    async def ready() -> JSONResponse:
+        """Readiness: 200 only when every runner has its model loaded, else 503."""
+        report = await service().readiness()
+        return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
+
+    return app
+
+
+def create_docs_app(
+    openapi_spec: Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]],
+) -> Starlette:
+    """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec."""
+
+    async def spec(_: Request) -> JSONResponse:
+        return JSONResponse(openapi_spec())
+
+    async def swagger(_: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{TITLE} - Swagger UI")
+
+    async def redoc(_: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{TITLE} - ReDoc")
+
+    return Starlette(
+        routes=[
+            Route("/openapi.json", spec, methods=["GET"]),
+            Route("/docs", swagger, methods=["GET"]),
+            Route("/redoc", redoc, methods=["GET"]),
+        ]
+    )

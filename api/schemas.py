@@ -1,0 +1,243 @@
+"""Request and response bodies of the REST API (pydantic v2).
+
+Requests arrive as the JSON `request` part of a multipart form; the service validates them
+with these models, so a bad field becomes a 422 with our error body, never BentoML's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from config.settings import get_settings
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class PromptRequest(BaseModel):
+    """How to pick the object: SAM prompts (points and/or a box) and the mask to keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    point_coords: list[Point] | None = Field(
+        default=None,
+        description="Click points [[x, y], ...] in original-image pixels; a single [x, y] "
+        "is accepted too.",
+        examples=[[[200, 450]]],
+    )
+    point_labels: list[Literal[0, 1]] | None = Field(
+        default=None, description="1 = object, 0 = background, one per point; default all 1."
+    )
+    box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
+        default=None, description="Box prompt [x0, y0, x1, y1] in original-image pixels."
+    )
+    mask_index: Literal[0, 1, 2] | None = Field(
+        default=None, description="Which of SAM's 3 candidate masks to use; null = best score."
+    )
+
+    @field_validator("point_coords", mode="before")
+    @classmethod
+    def _single_point_to_list(cls, value: Any) -> Any:
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            return [value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_prompt_shapes(self) -> PromptRequest:
+        limit = get_settings().max_points
+        if self.point_coords is not None:
+            if len(self.point_coords) == 0:
+                raise ValueError("point_coords must hold at least one [x, y] point")
+            if len(self.point_coords) > limit:
+                raise ValueError(f"at most {limit} points are accepted")
+        if self.point_labels is not None:
+            if self.point_coords is None:
+                raise ValueError("point_labels given without point_coords")
+            if len(self.point_labels) != len(self.point_coords):
+                raise ValueError(
+                    f"point_labels has {len(self.point_labels)} entries for "
+                    f"{len(self.point_coords)} points"
+                )
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError("box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
+        return self
+
+    @property
+    def has_prompt(self) -> bool:
+        return self.point_coords is not None or self.box is not None
+
+
+class SegmentRequest(PromptRequest):
+    pass
+
+
+class InpaintRequest(PromptRequest):
+    """Fields shared by the three inpainting flows."""
+
+    dilate_kernel_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Square dilation kernel applied to the mask; default per flow "
+        "(remove 15, fill 50, replace 0).",
+    )
+    output_format: OutputFormat = Field(
+        default="png", description="png is lossless: pixels outside `mask` are untouched."
+    )
+
+    @field_validator("dilate_kernel_size")
+    @classmethod
+    def _bounded_dilation(cls, value: int | None) -> int | None:
+        limit = get_settings().max_dilate_kernel_size
+        if value is not None and value > limit:
+            raise ValueError(f"dilate_kernel_size must be at most {limit}")
+        return value
+
+
+class RemoveRequest(InpaintRequest):
+    pass
+
+
+class GenerateRequest(InpaintRequest):
+    """Fill and replace: a Stable Diffusion inpainting run driven by a text prompt."""
+
+    text_prompt: str = Field(description="What to paint (1-1000 characters).")
+    negative_prompt: str | None = Field(default=None, description="What to avoid.")
+    num_inference_steps: int | None = Field(default=None, ge=1, description="Default 50.")
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0, description="Default 7.5.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**32 - 1, description="Same seed, same output; null = random."
+    )
+
+    @field_validator("text_prompt", "negative_prompt")
+    @classmethod
+    def _bounded_prompt(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return None
+        limit = get_settings().max_prompt_length
+        if info.field_name == "text_prompt" and not value.strip():
+            raise ValueError("text_prompt must not be empty")
+        if len(value) > limit:
+            raise ValueError(f"{info.field_name} must be at most {limit} characters")
+        return value
+
+    @field_validator("num_inference_steps")
+    @classmethod
+    def _bounded_steps(cls, value: int | None) -> int | None:
+        limit = get_settings().max_inference_steps
+        if value is not None and value > limit:
+            raise ValueError(f"num_inference_steps must be at most {limit}")
+        return value
+
+
+class FillRequest(GenerateRequest):
+    pass
+
+
+class ReplaceRequest(GenerateRequest):
+    pass
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class BaseResponse(BaseModel):
+    success: bool
+    request_id: str
+    timestamp: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["validation_error"])
+    message: str
+
+
+class ErrorResponse(BaseResponse):
+    success: Literal[False] = False
+    error: ErrorDetail
+
+
+class InpaintMetadata(BaseModel):
+    width: int
+    height: int
+    processing_time_ms: float
+    mask_index: int | None = Field(description="null when the caller sent the mask")
+    mask_score: float | None
+    models: dict[str, str] = Field(description="store tags of the models that ran")
+    device: str
+    dilate_kernel_size: int
+    seed: int | None = None
+    strategy: str | None = Field(
+        default=None, description="how the image was fed to the model (full, crop, downscale)"
+    )
+
+
+class InpaintResponse(BaseResponse):
+    success: Literal[True] = True
+    image: str = Field(description="base64 of the result file in `output_format`")
+    mask: str = Field(description="base64 PNG, 0/255: the region that was regenerated")
+    metadata: InpaintMetadata
+
+
+class SegmentMetadata(BaseModel):
+    width: int
+    height: int
+    processing_time_ms: float
+    models: dict[str, str]
+    device: str
+    embedding_cached: bool
+
+
+class SegmentResponse(BaseResponse):
+    success: Literal[True] = True
+    masks: list[str] = Field(description="SAM's 3 candidates, base64 PNG 0/255")
+    scores: list[float]
+    best_index: int
+    metadata: SegmentMetadata
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    uptime_s: float
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+
+class GpuReadiness(BaseModel):
+    name: str
+    memory_total_mb: float
+    memory_allocated_mb: float
+
+
+class ModelReadiness(BaseModel):
+    loaded: bool
+    tag: str
+    device: str | None = None
+    demo: bool = Field(default=False, description="a tiny random-weight demo model")
+    error: str | None = None
+    gpu: GpuReadiness | None = None
+    process_memory_mb: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    demo_models: bool = Field(description="true when any runner serves a tiny random model")
+    models: dict[str, ModelReadiness]
+    process_memory_mb: float = Field(description="resident memory of the entry process")
+    timestamp: str = Field(default_factory=utc_timestamp)

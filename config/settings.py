@@ -1,0 +1,116 @@
+"""Every knob of the server, read from the environment and `.env` (pydantic-settings).
+
+Names follow the work order (SAM_MODEL_TYPE, MAX_IMAGE_SIZE, ...); the store tags that the
+runners load are SAM_MODEL, LAMA_MODEL and SD_MODEL. `get_settings()` is the one way to read
+them; tests that change the environment call `get_settings.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SamModelType = Literal["vit_h", "vit_l", "vit_b"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=REPO_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- environment --------------------------------------------------------------------
+    environment: Literal["development", "production"] = "development"
+    debug: bool = False
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- models in the BentoML store (tags the runners load) -----------------------------
+    # Empty means "the best entry the store holds" (see models.store.resolve_tags): real
+    # weights first, the tiny demo models last.
+    sam_model: str = ""
+    lama_model: str = ""
+    sd_model: str = ""
+
+    # --- files the import/download commands read (work-order names) ----------------------
+    sam_model_type: SamModelType = "vit_h"
+    sam_checkpoint_path: Path = REPO_ROOT / "pretrained_models" / "sam_vit_h_4b8939.pth"
+    lama_config_path: Path = REPO_ROOT / "pretrained_models" / "big-lama" / "config.yaml"
+    lama_checkpoint_path: Path = REPO_ROOT / "pretrained_models" / "big-lama"
+    sd_model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    sd_model_path: Path = REPO_ROOT / "pretrained_models" / "sd-inpainting"
+    models_dir: Path = REPO_ROOT / "pretrained_models"
+
+    # --- compute ------------------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads each runner process gives torch on the CPU; 0 = cores / number of runners, so
+    # that the three model processes do not oversubscribe the machine.
+    torch_threads: int = Field(default=0, ge=0)
+    # GPUs BentoML assigns to each runner. 0 keeps every runner on the GPU(s) the server
+    # sees (cuda:0 on a one-GPU host, BentoML issue 5443); 1 gives each its own GPU.
+    runner_gpus: int = Field(default=0, ge=0)
+    sd_fp16_on_cuda: bool = True
+
+    # --- request limits (enforced before any model runs) ----------------------------------
+    max_file_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_size: int = Field(default=2048, ge=64)
+    max_image_pixels: int = Field(default=40_000_000, ge=4096)
+    max_prompt_length: int = Field(default=1000, ge=1)
+    max_points: int = Field(default=32, ge=1)
+    max_inference_steps: int = Field(default=100, ge=1)
+    max_dilate_kernel_size: int = Field(default=200, ge=0)
+    processing_timeout_s: float = Field(default=600.0, gt=0)
+
+    # --- flow defaults (Inpaint-Anything's) -------------------------------------------------
+    remove_dilate_kernel_size: int = 15
+    fill_dilate_kernel_size: int = 50
+    replace_dilate_kernel_size: int = 0
+    default_inference_steps: int = 50
+    default_guidance_scale: float = 7.5
+    # LaMa on big images: margin (px) kept around the mask when inpainting a crop.
+    lama_crop_margin: int = Field(default=128, ge=0)
+
+    # --- batching ------------------------------------------------------------------------
+    sam_max_batch_size: int = Field(default=4, ge=1)
+    lama_max_batch_size: int = Field(default=4, ge=1)
+    sd_max_batch_size: int = Field(default=4, ge=1)
+    batch_max_latency_ms: int = Field(default=2000, ge=1)
+
+    # --- SAM embedding cache ------------------------------------------------------------------
+    embedding_cache_size: int = Field(default=32, ge=0)
+    redis_url: str = ""
+    redis_cache_ttl_s: int = Field(default=3600, ge=1)
+
+    # --- HTTP -----------------------------------------------------------------------------
+    allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept a JSON list (the work order's `["*"]`) or a comma-separated string."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,146 @@
+"""The request guard answers bad uploads with our JSON errors and replays good ones intact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.guard import RequestGuard
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = 64 * 1024
+PATH = "/api/v1/remove"
+
+
+async def _echo(request: Request) -> JSONResponse:
+    """Stands in for BentoML: proves the body arrives unchanged, with the request id."""
+    body = await request.body()
+    return JSONResponse(
+        {
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "request_id": request.headers.get("x-request-id"),
+        }
+    )
+
+
+@pytest.fixture
+def client() -> httpx.AsyncClient:
+    inner = Starlette(
+        routes=[Route(PATH, _echo, methods=["POST"]), Route("/other", _echo, methods=["POST"])]
+    )
+    app = RequestGuard(inner, paths=[PATH], max_file_size=LIMIT)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def _assert_error(response: httpx.Response, status: int, code: str, text: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    assert text in body["error"]["message"]
+    assert body["request_id"] and body["timestamp"].endswith("Z")
+    assert response.headers["x-request-id"] == body["request_id"]
+
+
+async def test_valid_form_reaches_the_app_byte_for_byte(client: httpx.AsyncClient) -> None:
+    request = client.build_request(
+        "POST",
+        PATH,
+        files={"image": ("a.png", b"\x89PNG-bytes" * 100, "image/png")},
+        data={"request": json.dumps({"point_coords": [1, 2]})},
+        headers={"x-request-id": "client-id-42"},
+    )
+    sent = hashlib.sha256(b"".join(request.stream)).hexdigest()
+    response = await client.send(request)
+    assert response.status_code == 200
+    assert response.json() == {"sha256": sent, "request_id": "client-id-42"}
+
+
+async def test_a_request_id_is_made_when_the_client_sends_none_or_junk(
+    client: httpx.AsyncClient,
+) -> None:
+    files = {"image": ("a.png", b"x", "image/png")}
+    response = await client.post(PATH, files=files, headers={"x-request-id": "bad id!"})
+    assert len(response.json()["request_id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "text"),
+    [
+        (
+            {"json": {"image": "http://169.254.169.254/"}},
+            415,
+            "unsupported_media_type",
+            "multipart",
+        ),
+        (
+            {"data": {"request": "{}"}, "files": {"x": ("a", b"1")}},
+            422,
+            "validation_error",
+            "unknown",
+        ),
+        (
+            {"data": {"request": "{}"}, "files": {"mask": ("a", b"1")}},
+            422,
+            "validation_error",
+            "`image` is required",
+        ),
+        (
+            {"data": {"image": "http://example.com/cat.png"}, "files": {"mask": ("a", b"1")}},
+            422,
+            "validation_error",
+            "uploaded as a file",
+        ),
+        (
+            {"data": {"request": "{bad json"}, "files": {"image": ("a", b"1")}},
+            400,
+            "malformed_request",
+            "not valid JSON",
+        ),
+        (
+            {"files": {"image": ("a", b"1"), "request": ("r.json", b"\xff\xfe\x00")}},
+            400,
+            "malformed_request",
+            "not valid JSON",
+        ),
+        (
+            {"files": [("image", ("a", b"1")), ("image", ("b", b"2"))]},
+            422,
+            "validation_error",
+            "at most one `image`",
+        ),
+        ({"files": {"image": ("a", b"1" * (LIMIT + 1))}}, 413, "file_too_large", "limit"),
+    ],
+)
+async def test_bad_uploads_get_json_errors(
+    client: httpx.AsyncClient, kwargs: dict, status: int, code: str, text: str
+) -> None:
+    _assert_error(await client.post(PATH, **kwargs), status, code, text)
+
+
+async def test_body_over_the_limit_is_refused_from_content_length(
+    client: httpx.AsyncClient,
+) -> None:
+    big = b"0" * (3 * LIMIT + 2 * 1024 * 1024)
+    response = await client.post(PATH, files={"image": ("a", big)})
+    _assert_error(response, 413, "file_too_large", "bytes")
+
+
+async def test_broken_multipart_is_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        PATH, content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data"}
+    )
+    _assert_error(response, 400, "malformed_request", "cannot be parsed")
+
+
+async def test_other_routes_and_methods_pass_through(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/other", json={"a": 1})).status_code == 200
+    assert (await client.get(PATH)).status_code == 405
