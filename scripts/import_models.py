@@ -1,0 +1,85 @@
+"""Import model files into the BentoML model store (honours BENTOML_HOME).
+
+    python scripts/import_models.py sam --type vit_b --checkpoint sam_vit_b_01ec64.pth
+    python scripts/import_models.py lama --checkpoint pretrained_models/big-lama
+    python scripts/import_models.py sd --model pretrained_models/sd-inpainting
+    python scripts/import_models.py tiny
+    python scripts/import_models.py resolve   # the tags the server would load now
+    python scripts/import_models.py prepare   # the same, importing the demo models if needed
+
+Each import checks the files against their official layout first and prints the store tag
+it created; a mismatch exits 1 with a message naming the offending key, shape or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.settings import get_settings  # noqa: E402
+from models import store  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    sam = commands.add_parser("sam", help="a SAM checkpoint (.pth state dict)")
+    sam.add_argument("--type", required=True, choices=["vit_h", "vit_l", "vit_b"])
+    sam.add_argument("--checkpoint", required=True, type=Path)
+    sam.add_argument("--name")
+    lama = commands.add_parser("lama", help="a big-lama folder (config.yaml + models/best.ckpt)")
+    lama.add_argument("--checkpoint", required=True, type=Path)
+    lama.add_argument("--name")
+    sd = commands.add_parser("sd", help="a diffusers inpainting pipeline folder")
+    sd.add_argument("--model", required=True, type=Path)
+    sd.add_argument("--name")
+    commands.add_parser("tiny", help="build and import the tiny random-weight demo models")
+    for name, text in (
+        ("resolve", "print the tags the runners would load"),
+        ("prepare", "like resolve, importing the tiny demo models when nothing better is there"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--shell", action="store_true", help="as `export NAME=tag` lines")
+    return parser
+
+
+def _print_tags(tags: dict[str, str], shell: bool) -> None:
+    demo = [kind for kind, tag in tags.items() if store.is_demo_tag(tag)]
+    for kind, tag in tags.items():
+        print(f"export {kind.upper()}_MODEL={tag}" if shell else f"{kind}: {tag}")
+    if demo:
+        print(
+            f"NOTE: {', '.join(demo)} {'is a' if len(demo) == 1 else 'are'} tiny random-weight "
+            "DEMO model(s): the API works end to end but the pictures are noise. "
+            "Real weights: scripts/download_models.sh (see README, 'Real models').",
+            file=sys.stderr,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "sam":
+            print(store.import_sam(args.checkpoint, args.type, args.name))
+        elif args.command == "lama":
+            print(store.import_lama(args.checkpoint, args.name))
+        elif args.command == "sd":
+            print(store.import_sd(args.model, args.name))
+        elif args.command == "tiny":
+            for kind, tag in store.import_tiny().items():
+                print(f"{kind}: {tag}")
+        elif args.command == "prepare":
+            _print_tags(store.prepare_serving(get_settings()), args.shell)
+        else:
+            _print_tags(store.resolve_tags(get_settings()), args.shell)
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
