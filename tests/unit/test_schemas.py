@@ -68,7 +68,12 @@ def test_fill_requires_a_non_empty_bounded_prompt() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [{"num_inference_steps": 0}, {"num_inference_steps": 101}, {"guidance_scale": -1}, {"seed": -5}],
+    [
+        {"num_inference_steps": 0},
+        {"num_inference_steps": 101},
+        {"guidance_scale": -1},
+        {"seed": -5},
+    ],
 )
 def test_fill_generation_bounds(payload: dict) -> None:
     with pytest.raises(ValidationError):

@@ -1,0 +1,103 @@
+"""SAM embedding cache: a second click on the same photo skips the image encoder.
+
+Keys hash the decoded pixels (not the upload bytes) together with the SAM store tag, so a
+re-encoded upload of other pixels never hits, and two SAM models never share entries.
+In-process LRU by default; Redis when REDIS_URL is set, so that replicas share it. A cache
+that fails is a miss, never a failed request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+from config.settings import Settings
+
+logger = logging.getLogger("inpaint.cache")
+
+
+def embedding_key(image: np.ndarray, model_tag: str) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(model_tag.encode())
+    digest.update(repr(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return f"inpaint:sam-embedding:{digest.hexdigest()}"
+
+
+class EmbeddingCache(Protocol):
+    name: str
+
+    async def get(self, key: str) -> np.ndarray | None: ...
+
+    async def put(self, key: str, embedding: np.ndarray) -> None: ...
+
+
+class LruEmbeddingCache:
+    """At most `capacity` embeddings (4 MiB each for SAM) in this process."""
+
+    name = "memory"
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    async def get(self, key: str) -> np.ndarray | None:
+        embedding = self._entries.get(key)
+        if embedding is not None:
+            self._entries.move_to_end(key)
+        return embedding
+
+    async def put(self, key: str, embedding: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        self._entries[key] = embedding
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RedisEmbeddingCache:
+    """Embeddings as `.npy` bytes in Redis with a TTL, shared by every replica."""
+
+    name = "redis"
+
+    def __init__(self, url: str, ttl_s: int) -> None:
+        import redis.asyncio as redis
+
+        self.ttl_s = ttl_s
+        self._client = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    async def get(self, key: str) -> np.ndarray | None:
+        try:
+            payload = await self._client.get(key)
+        except Exception as exc:
+            logger.warning("embedding cache read failed, computing instead: %s", exc)
+            return None
+        if payload is None:
+            return None
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+
+    async def put(self, key: str, embedding: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, embedding, allow_pickle=False)
+        try:
+            await self._client.set(key, buffer.getvalue(), ex=self.ttl_s)
+        except Exception as exc:
+            logger.warning("embedding cache write failed: %s", exc)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def make_embedding_cache(settings: Settings) -> LruEmbeddingCache | RedisEmbeddingCache:
+    if settings.redis_url:
+        return RedisEmbeddingCache(settings.redis_url, settings.redis_cache_ttl_s)
+    return LruEmbeddingCache(settings.embedding_cache_size)

@@ -1,0 +1,122 @@
+"""What every model runner shares: its BentoML config, device, threads and load state.
+
+Imports torch lazily: the entry service imports the runner classes (for `bentoml.depends`)
+but never runs a model, so it must not pay for torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from bentoml.exceptions import ServiceUnavailable
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("inpaint.runners")
+
+RUNNER_COUNT = 3  # SAM, LaMa, SD: each its own process
+
+
+def runner_service_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of `@bentoml.service` for a model runner."""
+    config: dict[str, Any] = {
+        "workers": 1,
+        # Model calls can be long on a CPU; the entry service enforces the user-facing timeout.
+        "traffic": {"timeout": settings.processing_timeout_s + 60},
+    }
+    if settings.runner_gpus:
+        config["resources"] = {"gpu": settings.runner_gpus}
+    return config
+
+
+def select_device(settings: Settings) -> torch.device:
+    import torch
+
+    if settings.device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if settings.device == "cuda":
+        logger.warning(
+            "DEVICE=cuda but no GPU is visible to this runner (CUDA_VISIBLE_DEVICES=%r); with "
+            "RUNNER_GPUS=1 BentoML gives each runner its own GPU index, which fails on hosts "
+            "with fewer GPUs than runners: use RUNNER_GPUS=0 there. Falling back to the CPU.",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+    return torch.device("cpu")
+
+
+def configure_threads(settings: Settings, device: torch.device) -> int:
+    """Give torch its share of the CPU cores so that the runners don't oversubscribe them."""
+    import torch
+
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // RUNNER_COUNT)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def _gpu_report(device: torch.device) -> dict[str, Any] | None:
+    if device.type != "cuda":
+        return None
+    import torch
+
+    properties = torch.cuda.get_device_properties(device)
+    return {
+        "name": properties.name,
+        "memory_total_mb": round(properties.total_memory / 2**20, 1),
+        "memory_allocated_mb": round(torch.cuda.memory_allocated(device) / 2**20, 1),
+    }
+
+
+@dataclass
+class LoadState:
+    """Whether a runner's model loaded, what it is, and why not when it failed."""
+
+    kind: str
+    tag: str
+    device: torch.device | None = None
+    demo: bool = False
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> bool:
+        return self.error is None and self.device is not None
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        logger.error(
+            "%s runner could not load %s:\n%s", self.kind, self.tag, traceback.format_exc()
+        )
+
+    def require(self) -> None:
+        """Raise BentoML's 503 when the model is not there to run."""
+        if not self.loaded:
+            raise ServiceUnavailable(f"{self.kind} model {self.tag} is not loaded: {self.error}")
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "loaded": self.loaded,
+            "tag": self.tag,
+            "device": str(self.device) if self.device is not None else None,
+            "demo": self.demo,
+            "error": self.error,
+            "gpu": _gpu_report(self.device) if self.device is not None else None,
+            "process_memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "details": self.details,
+        }
+
+
+def model_files(stored: Any) -> tuple[str, Path, dict[str, Any]]:
+    """(full tag, folder, metadata) of a store entry, as a `BentoModel` attribute resolves."""
+    return str(stored.tag), Path(stored.path), dict(stored.info.metadata)

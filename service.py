@@ -1,0 +1,514 @@
+"""Inpaint Anything as a BentoML service: the four flows, thin orchestration over the runners.
+
+- segment: SAM's three candidate masks for a click (or points, or a box).
+- remove:  SAM mask -> dilate -> LaMa -> paste back.
+- fill:    SAM mask -> dilate -> SD inpainting in a window around the mask -> paste back.
+- replace: SAM mask -> dilate -> SD inpainting of everything *but* the object -> paste back.
+
+Invariant: the response's `mask` is the regenerated region; every pixel outside it is
+bit-identical to the input (for PNG output), and the output has the input's size.
+Runners know models, utils know pixels; this module knows the flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel, ValidationError, WithJsonSchema
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+
+from api.app import create_docs_app, create_health_app
+from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
+from api.guard import RequestGuard
+from api.schemas import (
+    FillRequest,
+    GenerateRequest,
+    InpaintMetadata,
+    InpaintRequest,
+    InpaintResponse,
+    ModelReadiness,
+    PromptRequest,
+    ReadyResponse,
+    RemoveRequest,
+    ReplaceRequest,
+    SegmentMetadata,
+    SegmentRequest,
+    SegmentResponse,
+    utc_timestamp,
+)
+from config.settings import get_settings
+from runners.embedding_cache import embedding_key, make_embedding_cache
+from runners.lama import LamaRunner
+from runners.sam import SamPrompt, SamRunner
+from runners.sd import SdJob, SdRunner
+from utils.exceptions import (
+    EmptyMaskException,
+    InpaintError,
+    ModelNotLoadedException,
+    ProcessingTimeoutException,
+    ValidationException,
+)
+from utils.image_io import (
+    decode_image,
+    decode_mask_image,
+    encode_image,
+    encode_mask_base64,
+    to_base64,
+)
+from utils.masks import binarize_mask, dilate_mask, invert_mask, mask_to_png_array, paste_masked
+from utils.windows import plan_fill_window, plan_lama_region, plan_letterbox, points_inside
+
+logger = logging.getLogger("inpaint.service")
+settings = get_settings()
+
+API_PREFIX = "/api/v1"
+ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("segment", "remove", "fill", "replace")}
+RequestModel = TypeVar("RequestModel", bound=PromptRequest)
+
+
+def _documented_json(model: type[BaseModel]) -> Any:
+    """The `request` part: accepted as any JSON and validated by the flow itself (so that a
+    bad field is our 422, not BentoML's 400), documented in OpenAPI as `model`."""
+    return Annotated[Any, WithJsonSchema({**model.model_json_schema(), "title": model.__name__})]
+
+
+SegmentRequestPart = _documented_json(SegmentRequest)
+RemoveRequestPart = _documented_json(RemoveRequest)
+FillRequestPart = _documented_json(FillRequest)
+ReplaceRequestPart = _documented_json(ReplaceRequest)
+
+
+@dataclass(frozen=True)
+class Upload:
+    image: np.ndarray
+    mask: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The object mask the flow works on, and where it came from."""
+
+    mask: np.ndarray
+    index: int | None
+    score: float | None
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    image: np.ndarray
+    regenerated: np.ndarray
+    selection: Selection
+    model_kinds: tuple[str, ...]
+    dilate_kernel_size: int
+    seed: int | None = None
+    strategy: str | None = None
+
+
+def _parse_request(model: type[RequestModel], raw: Any) -> RequestModel:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValidationException("`request` must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'request'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise ValidationException(f"invalid request: {problems}") from exc
+
+
+def _check_prompt_inside(prompt: PromptRequest, height: int, width: int) -> None:
+    if prompt.point_coords is not None:
+        inside = points_inside(np.asarray(prompt.point_coords), (height, width))
+        outside = [prompt.point_coords[i] for i in np.flatnonzero(~inside)]
+        if outside:
+            raise ValidationException(
+                f"point(s) {outside} lie outside the {width}x{height} image "
+                "(coordinates are [x, y] in pixels)"
+            )
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise ValidationException(f"box {prompt.box} exceeds the {width}x{height} image")
+
+
+@bentoml.asgi_app(create_docs_app(lambda: InpaintAnything.openapi_spec.asdict()), path="/")
+@bentoml.asgi_app(create_health_app(bentoml.get_current_service), path=API_PREFIX)
+@bentoml.service(name="inpaint_anything", traffic={"timeout": settings.processing_timeout_s + 30})
+class InpaintAnything:
+    """Click an object in a photo; segment it, remove it, fill it or replace its surroundings."""
+
+    sam = bentoml.depends(SamRunner)
+    lama = bentoml.depends(LamaRunner)
+    sd = bentoml.depends(SdRunner)
+
+    def __init__(self) -> None:
+        self.cache = make_embedding_cache(settings)
+        self._reports: dict[str, dict[str, Any]] = {}
+        logger.info("SAM embedding cache: %s", self.cache.name)
+
+    # --- the four routes ------------------------------------------------------------------
+
+    @bentoml.api(route=ROUTES["segment"])
+    async def segment(
+        self, ctx: bentoml.Context, image: Path, request: SegmentRequestPart = None
+    ) -> SegmentResponse:
+        """SAM's three candidate masks for the prompt, with their scores."""
+        return await self._respond(
+            ctx, "segment", self._segment, SegmentRequest, image, request, ()
+        )
+
+    @bentoml.api(route=ROUTES["remove"])
+    async def remove(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: RemoveRequestPart = None,
+        mask: list[Path] = (),  # at most one file; BentoML 1.4 cannot take Optional[Path]
+    ) -> InpaintResponse:
+        """Remove the clicked object: SAM mask, dilated, inpainted by LaMa."""
+        return await self._respond(ctx, "remove", self._remove, RemoveRequest, image, request, mask)
+
+    @bentoml.api(route=ROUTES["fill"])
+    async def fill(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: FillRequestPart = None,
+        mask: list[Path] = (),
+    ) -> InpaintResponse:
+        """Fill the clicked object's region with what `text_prompt` describes (SD)."""
+        return await self._respond(ctx, "fill", self._fill, FillRequest, image, request, mask)
+
+    @bentoml.api(route=ROUTES["replace"])
+    async def replace(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: ReplaceRequestPart = None,
+        mask: list[Path] = (),
+    ) -> InpaintResponse:
+        """Keep the clicked object and regenerate everything around it from `text_prompt`."""
+        return await self._respond(
+            ctx, "replace", self._replace, ReplaceRequest, image, request, mask
+        )
+
+    # --- request handling shared by the routes ------------------------------------------------
+
+    async def _respond(
+        self,
+        ctx: bentoml.Context,
+        route: str,
+        flow: Callable[[Any, Upload], Awaitable[BaseModel]],
+        model: type[PromptRequest],
+        image: Path,
+        raw_request: Any,
+        masks: Sequence[Path],
+    ) -> BaseModel | JSONResponse:
+        request_id = request_id_from(dict(ctx.request.headers))
+        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(settings.processing_timeout_s):
+                request = _parse_request(model, raw_request)
+                if len(masks) > 1:
+                    raise ValidationException("send at most one `mask` file")
+                upload = await self._read_upload(image, masks[0] if masks else None)
+                body = await flow(request, upload)
+        except TimeoutError:
+            error: InpaintError = ProcessingTimeoutException(
+                f"processing took longer than {settings.processing_timeout_s:g} s"
+            )
+        except InpaintError as exc:
+            error = exc
+        except BentoMLException as exc:
+            error = _runner_error(exc)
+        except Exception:
+            logger.exception("%s %s failed", route, request_id)
+            error = InpaintError("an unexpected error occurred; see the server log")
+        else:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            body.request_id = request_id  # type: ignore[attr-defined]
+            body.metadata.processing_time_ms = round(elapsed_ms, 1)  # type: ignore[attr-defined]
+            logger.info("%s %s 200 in %.0f ms", route, request_id, elapsed_ms)
+            return body
+        logger.info(
+            "%s %s %d %s in %.0f ms",
+            route,
+            request_id,
+            error.status,
+            error.code,
+            (time.perf_counter() - started) * 1000,
+        )
+        ctx.response.status_code = int(error.status)
+        return error_response(error, request_id)
+
+    async def _read_upload(self, image_path: Path, mask_path: Path | None) -> Upload:
+        image = await asyncio.to_thread(
+            lambda: decode_image(image_path.read_bytes(), settings.max_image_pixels)
+        )
+        if mask_path is None:
+            return Upload(image, None)
+        raw_mask = await asyncio.to_thread(
+            lambda: decode_mask_image(mask_path.read_bytes(), settings.max_image_pixels)
+        )
+        if raw_mask.shape[:2] != image.shape[:2]:
+            raise ValidationException(
+                f"the mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}; they must match"
+            )
+        return Upload(image, binarize_mask(raw_mask))
+
+    # --- SAM --------------------------------------------------------------------------------
+
+    async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
+        """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
+        key = embedding_key(image, (await self._model_tags())["sam"])
+        embedding = await self.cache.get(key)
+        cached = embedding is not None
+        if embedding is None:
+            embedding = (await self.sam.to_async.embed([image]))[0]
+            await self.cache.put(key, embedding)
+        result = await self.sam.to_async.decode(
+            embedding=embedding,
+            image_size=list(image.shape[:2]),
+            prompt=SamPrompt(
+                point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
+            ),
+        )
+        return result, cached
+
+    async def _select(self, request: PromptRequest, upload: Upload) -> Selection:
+        """The object mask: the uploaded one, or SAM's candidate for the prompt."""
+        height, width = upload.image.shape[:2]
+        if upload.mask is not None:
+            if request.has_prompt or request.mask_index is not None:
+                raise ValidationException(
+                    "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
+                )
+            if not upload.mask.any():
+                raise EmptyMaskException("the uploaded mask has no non-zero pixel")
+            return Selection(upload.mask, None, None)
+        if not request.has_prompt:
+            raise ValidationException("give point_coords or box in `request`, or upload a mask")
+        _check_prompt_inside(request, height, width)
+        result, _ = await self._candidates(upload.image, request)
+        scores = np.asarray(result["scores"], dtype=float)
+        index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
+        mask = np.asarray(result["masks"][index], dtype=bool)
+        if not mask.any():
+            raise EmptyMaskException(
+                f"SAM's mask {index} for this prompt is empty; click elsewhere, choose another "
+                "mask_index or upload a mask"
+            )
+        return Selection(mask, index, float(scores[index]))
+
+    # --- flows ------------------------------------------------------------------------------
+
+    async def _segment(self, request: SegmentRequest, upload: Upload) -> SegmentResponse:
+        height, width = upload.image.shape[:2]
+        if not request.has_prompt:
+            raise ValidationException("give point_coords or box in `request`")
+        _check_prompt_inside(request, height, width)
+        result, cached = await self._candidates(upload.image, request)
+        scores = [float(s) for s in result["scores"]]
+        masks = await asyncio.to_thread(lambda: [encode_mask_base64(m) for m in result["masks"]])
+        return SegmentResponse(
+            request_id="",
+            timestamp=utc_timestamp(),
+            masks=masks,
+            scores=scores,
+            best_index=int(np.argmax(scores)),
+            metadata=SegmentMetadata(
+                width=width,
+                height=height,
+                processing_time_ms=0.0,
+                models=await self._tags_of(("sam",)),
+                device=await self._device_of("sam"),
+                embedding_cached=cached,
+            ),
+        )
+
+    async def _remove(self, request: RemoveRequest, upload: Upload) -> InpaintResponse:
+        selection = await self._select(request, upload)
+        kernel = _kernel(request, settings.remove_dilate_kernel_size)
+        image = upload.image
+        mask = dilate_mask(selection.mask, kernel)
+        region = plan_lama_region(
+            image.shape[:2], mask, settings.max_image_size, settings.lama_crop_margin
+        )
+        part_image, part_mask = region.extract(image, mask)
+        item = np.dstack([part_image, mask_to_png_array(part_mask)])
+        inpainted = (await self.lama.to_async.inpaint([item]))[0]
+        output = await asyncio.to_thread(
+            lambda: paste_masked(image, region.restore(inpainted, image), mask)
+        )
+        result = FlowResult(output, mask, selection, ("sam", "lama"), kernel, None, region.kind)
+        return await self._inpaint_response(request, result)
+
+    async def _fill(self, request: FillRequest, upload: Upload) -> InpaintResponse:
+        selection = await self._select(request, upload)
+        kernel = _kernel(request, settings.fill_dilate_kernel_size)
+        image = upload.image
+        mask = dilate_mask(selection.mask, kernel)
+        window = plan_fill_window(image.shape[:2], mask, await self._sd_resolution())
+        job, seed = _sd_job(request, window.crop_image(image), window.crop_mask(mask))
+        generated = (await self.sd.to_async.inpaint([job]))[0]
+        output = await asyncio.to_thread(
+            lambda: paste_masked(image, window.restore(generated, image), mask)
+        )
+        result = FlowResult(output, mask, selection, ("sam", "sd"), kernel, seed, "window")
+        return await self._inpaint_response(request, result)
+
+    async def _replace(self, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
+        selection = await self._select(request, upload)
+        kernel = _kernel(request, settings.replace_dilate_kernel_size)
+        image = upload.image
+        keep = dilate_mask(selection.mask, kernel)
+        regenerated = invert_mask(keep)
+        letterbox = plan_letterbox(image.shape[:2], await self._sd_resolution())
+        # The letterbox padding is outside the object, so it is regenerated too.
+        window_mask = invert_mask(letterbox.apply_mask(keep))
+        job, seed = _sd_job(request, letterbox.apply_image(image), window_mask)
+        generated = (await self.sd.to_async.inpaint([job]))[0]
+        output = await asyncio.to_thread(
+            lambda: paste_masked(image, letterbox.restore(generated), regenerated)
+        )
+        result = FlowResult(
+            output, regenerated, selection, ("sam", "sd"), kernel, seed, "letterbox"
+        )
+        return await self._inpaint_response(request, result)
+
+    async def _inpaint_response(
+        self, request: InpaintRequest, result: FlowResult
+    ) -> InpaintResponse:
+        height, width = result.image.shape[:2]
+        image_b64, mask_b64 = await asyncio.to_thread(
+            lambda: (
+                to_base64(encode_image(result.image, request.output_format)),
+                encode_mask_base64(result.regenerated),
+            )
+        )
+        kinds = result.model_kinds if result.selection.index is not None else result.model_kinds[1:]
+        return InpaintResponse(
+            request_id="",
+            timestamp=utc_timestamp(),
+            image=image_b64,
+            mask=mask_b64,
+            metadata=InpaintMetadata(
+                width=width,
+                height=height,
+                processing_time_ms=0.0,
+                mask_index=result.selection.index,
+                mask_score=result.selection.score,
+                models=await self._tags_of(kinds),
+                device=await self._device_of(result.model_kinds[-1]),
+                dilate_kernel_size=result.dilate_kernel_size,
+                seed=result.seed,
+                strategy=result.strategy,
+            ),
+        )
+
+    # --- runner facts -----------------------------------------------------------------------
+
+    async def _report(self, kind: str) -> dict[str, Any]:
+        """A loaded runner's status, fetched once (tags and devices do not change)."""
+        if kind not in self._reports:
+            runner = {"sam": self.sam, "lama": self.lama, "sd": self.sd}[kind]
+            report = await runner.to_async.status()
+            if not report["loaded"]:
+                raise ModelNotLoadedException(
+                    f"the {kind} model {report['tag']} is not loaded: {report['error']}"
+                )
+            self._reports[kind] = report
+        return self._reports[kind]
+
+    async def _model_tags(self) -> dict[str, str]:
+        return {"sam": (await self._report("sam"))["tag"]}
+
+    async def _tags_of(self, kinds: Sequence[str]) -> dict[str, str]:
+        return {kind: (await self._report(kind))["tag"] for kind in kinds}
+
+    async def _device_of(self, kind: str) -> str:
+        return str((await self._report(kind))["device"])
+
+    async def _sd_resolution(self) -> int:
+        return int((await self._report("sd"))["details"]["native_resolution"])
+
+    async def readiness(self) -> ReadyResponse:
+        """Every runner's load state; a runner that does not answer counts as not loaded."""
+        import psutil
+
+        runners = {"sam": self.sam, "lama": self.lama, "sd": self.sd}
+
+        async def ask(kind: str) -> ModelReadiness:
+            try:
+                async with asyncio.timeout(10):
+                    return ModelReadiness.model_validate(await runners[kind].to_async.status())
+            except Exception as exc:
+                return ModelReadiness(loaded=False, tag="unknown", error=f"no answer: {exc!r}")
+
+        reports = dict(zip(runners, await asyncio.gather(*map(ask, runners)), strict=True))
+        return ReadyResponse(
+            ready=all(r.loaded for r in reports.values()),
+            demo_models=any(r.demo for r in reports.values()),
+            models=reports,
+            process_memory_mb=round(psutil.Process().memory_info().rss / 2**20, 1),
+        )
+
+
+def _kernel(request: InpaintRequest, default: int) -> int:
+    return default if request.dilate_kernel_size is None else request.dilate_kernel_size
+
+
+def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tuple[SdJob, int]:
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+    job = SdJob(
+        image=image,
+        mask=mask,
+        prompt=request.text_prompt,
+        negative_prompt=request.negative_prompt,
+        num_inference_steps=request.num_inference_steps or settings.default_inference_steps,
+        guidance_scale=(
+            settings.default_guidance_scale
+            if request.guidance_scale is None
+            else request.guidance_scale
+        ),
+        seed=seed,
+    )
+    return job, seed
+
+
+def _runner_error(exc: BentoMLException) -> InpaintError:
+    """A runner's failure as the client sees it: 503 when its model or process is not there."""
+    status = int(getattr(exc, "error_code", 500))
+    if status == 503:
+        return ModelNotLoadedException(f"a model runner is unavailable: {exc}")
+    logger.error("runner call failed: %r", exc)
+    return InpaintError("a model runner failed; see the server log")
+
+
+# CORS first (outermost of ours), so that the guard's error responses carry its headers too.
+InpaintAnything.add_asgi_middleware(
+    CORSMiddleware,
+    allow_origins=settings.allowed_origins,
+    allow_methods=["GET", "POST", "OPTIONS"],
+    allow_headers=["*"],
+    expose_headers=[REQUEST_ID_HEADER],
+)
+InpaintAnything.add_asgi_middleware(
+    RequestGuard, paths=ROUTES.values(), max_file_size=settings.max_file_size
+)
