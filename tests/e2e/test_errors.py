@@ -116,7 +116,8 @@ def test_missing_image_and_text_instead_of_file(client: httpx.Client) -> None:
         "`image` is required",
     )
     assert_error(
-        client.post("/api/v1/remove", data={"image": "http://127.0.0.1:1/x.png"}),
+        # A text part named `image` (BentoML alone would try to download it as a URL).
+        client.post("/api/v1/remove", files={"image": (None, "http://127.0.0.1:1/x.png")}),
         422,
         "validation_error",
         "uploaded as a file",
