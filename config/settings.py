@@ -41,14 +41,18 @@ class Settings(BaseSettings):
     lama_model: str = ""
     sd_model: str = ""
 
-    # --- files the import/download commands read (work-order names) ----------------------
-    sam_model_type: SamModelType = "vit_h"
-    sam_checkpoint_path: Path = REPO_ROOT / "pretrained_models" / "sam_vit_h_4b8939.pth"
-    lama_config_path: Path = REPO_ROOT / "pretrained_models" / "big-lama" / "config.yaml"
-    lama_checkpoint_path: Path = REPO_ROOT / "pretrained_models" / "big-lama"
-    sd_model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-    sd_model_path: Path = REPO_ROOT / "pretrained_models" / "sd-inpainting"
+    # --- files the download/import commands use (work-order names) ----------------------
+    # Downloads land in MODELS_DIR; the *_PATH settings override where an import reads from
+    # (unset: where scripts/download_models.sh put the files).
     models_dir: Path = REPO_ROOT / "pretrained_models"
+    sam_model_type: SamModelType = "vit_h"
+    sam_checkpoint_path: Path | None = None
+    lama_checkpoint_path: Path | None = None  # the big-lama folder (models/best.ckpt inside)
+    lama_config_path: Path | None = None  # unset: the folder's own config.yaml
+    # Still published on the Hub (runwayml's original was withdrawn in 2024).
+    sd_model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    sd_model_path: Path | None = None
+    sd_variant: Literal["fp16", "full"] = "fp16"  # which weight files to download
 
     # --- compute ------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -34,10 +34,9 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     from huggingface_hub.hf_api import RepoFile
 
-log = logging.getLogger(__name__)
+from config.settings import get_settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS_DIR = REPO_ROOT / "pretrained_models"
+log = logging.getLogger(__name__)
 
 
 class DownloadError(RuntimeError):
@@ -117,7 +116,6 @@ LAMA_REQUIRED_FILES = ("config.yaml", "models/best.ckpt")
 # Still published and not gated as of late 2026 (runwayml/* was taken down in 2024 and
 # stabilityai/stable-diffusion-2-* in November 2025). Its safetensors exist only as the fp16
 # variant; the full-precision weights are pickled .bin files.
-DEFAULT_SD_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 DEFAULT_SD_VARIANT = "fp16"
 
 
@@ -682,15 +680,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m models.download",
         description="Download the official SAM, big-lama and Stable Diffusion inpainting weights.",
     )
+    settings = get_settings()
     parser.add_argument("what", choices=("sam", "lama", "sd", "all"))
-    parser.add_argument("--type", dest="sam_type", choices=sorted(SAM_CHECKPOINTS), default="vit_h")
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
-    parser.add_argument("--model-id", default=DEFAULT_SD_MODEL_ID, help="diffusers inpainting repo")
+    parser.add_argument(
+        "--type", dest="sam_type", choices=sorted(SAM_CHECKPOINTS), default=settings.sam_model_type
+    )
+    parser.add_argument("--models-dir", type=Path, default=settings.models_dir)
+    parser.add_argument(
+        "--model-id", default=settings.sd_model_id, help="diffusers inpainting repo"
+    )
     parser.add_argument("--revision", default="main", help="branch, tag or commit of --model-id")
     parser.add_argument(
         "--variant",
         choices=("fp16", "full"),
-        default="fp16",
+        default=settings.sd_variant,
         help="SD weights to prefer: fp16 safetensors (half the bytes) or full precision",
     )
     parser.add_argument(

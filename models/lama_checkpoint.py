@@ -45,9 +45,10 @@ def checkpoint_path(model_dir: Path) -> Path:
     return Path(model_dir) / CHECKPOINT_FILE
 
 
-def read_generator_config(model_dir: Path) -> dict[str, Any]:
-    """The `generator` section of `<model_dir>/config.yaml`, with its interpolations resolved."""
-    path = config_path(model_dir)
+def read_generator_config(model_dir: Path, config_file: Path | None = None) -> dict[str, Any]:
+    """The `generator` section of `<model_dir>/config.yaml` (or of `config_file`), with its
+    interpolations resolved."""
+    path = Path(config_file) if config_file else config_path(model_dir)
     if not path.is_file():
         raise LamaCheckpointError(f"LaMa config not found: {path}")
     try:
@@ -161,10 +162,11 @@ def load_generator(model_dir: Path, device: torch.device | str = "cpu") -> FFCRe
     return model.eval()
 
 
-def verify_lama_dir(model_dir: Path) -> dict[str, Any]:
-    """Check a big-lama folder without running the network; return metadata describing it."""
+def verify_lama_dir(model_dir: Path, config_file: Path | None = None) -> dict[str, Any]:
+    """Check a big-lama folder (its config.yaml, or `config_file` instead) without running the
+    network; return metadata describing it."""
     model_dir = Path(model_dir)
-    generator_config = read_generator_config(model_dir)
+    generator_config = read_generator_config(model_dir, config_file)
     path = checkpoint_path(model_dir)
     checkpoint = _load_checkpoint(path)
     state = _generator_state(checkpoint)

@@ -67,18 +67,26 @@ def import_sam(checkpoint: Path, model_type: str, name: str | None = None, *, de
     )
 
 
-def import_lama(model_dir: Path, name: str | None = None, *, demo: bool = False) -> str:
-    """Verify a big-lama folder (config.yaml + models/best.ckpt) and store it."""
+def import_lama(
+    model_dir: Path, name: str | None = None, *, config: Path | None = None, demo: bool = False
+) -> str:
+    """Verify a big-lama folder (config.yaml + models/best.ckpt) and store it.
+
+    `config` replaces the folder's own config.yaml (the work order's LAMA_CONFIG_PATH).
+    """
     from models.lama_checkpoint import verify_lama_dir
 
     model_dir = Path(model_dir)
-    metadata = verify_lama_dir(model_dir)
+    sources = {
+        Path("config.yaml"): Path(config) if config else model_dir / "config.yaml",
+        Path("models") / "best.ckpt": model_dir / "models" / "best.ckpt",
+    }
+    metadata = verify_lama_dir(model_dir, config_file=sources[Path("config.yaml")])
 
     def fill(path: Path) -> None:
-        target = path / LAMA_FOLDER
-        (target / "models").mkdir(parents=True)
-        shutil.copy2(model_dir / "config.yaml", target / "config.yaml")
-        shutil.copy2(model_dir / "models" / "best.ckpt", target / "models" / "best.ckpt")
+        for relative, source in sources.items():
+            (path / LAMA_FOLDER / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / LAMA_FOLDER / relative)
 
     return _create_entry(name or DEFAULT_NAMES["lama"], "lama", metadata, fill, demo=demo)
 
@@ -93,7 +101,10 @@ def import_sd(model_dir: Path, name: str | None = None, *, demo: bool = False) -
         name or DEFAULT_NAMES["sd"],
         "sd",
         metadata,
-        lambda path: shutil.copytree(model_dir, path / SD_FOLDER),
+        # .cache holds huggingface_hub's download bookkeeping, not pipeline files.
+        lambda path: shutil.copytree(
+            model_dir, path / SD_FOLDER, ignore=shutil.ignore_patterns(".cache")
+        ),
         demo=demo,
     )
 

@@ -1,43 +1,31 @@
 #!/usr/bin/env bash
-# Download the official weights (SAM, big-lama, a diffusers inpainting model) and import them
-# into the BentoML model store. Safe to rerun: finished files are verified and skipped, partial
-# ones resume.
+# Download the official weights (SAM, big-lama, a diffusers inpainting model) into MODELS_DIR
+# and import them into the BentoML model store. Safe to rerun: finished files are verified and
+# skipped, partial ones resume.
 #
-#   SAM_MODEL_TYPE  vit_h (default), vit_l or vit_b
-#   SD_MODEL_ID     Hub id of the inpainting pipeline
-#                   (default stable-diffusion-v1-5/stable-diffusion-inpainting)
-#   SD_VARIANT      fp16 (default: half the bytes) or full
-#   MODELS_DIR      where the files go (default ./pretrained_models)
-#   HF_TOKEN        only for gated Hub models; HF_ENDPOINT selects a Hub mirror
+# Every choice comes from the settings (environment or .env; see .env.example):
+#   SAM_MODEL_TYPE (vit_h | vit_l | vit_b), SD_MODEL_ID, SD_VARIANT (fp16 | full), MODELS_DIR.
+#   HF_TOKEN only for gated Hub models; HF_ENDPOINT selects a Hub mirror.
 set -euo pipefail
-
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY=.venv/bin/python
 if [[ ! -x "$PY" ]]; then
-    echo "error: $PY not found; run scripts/test.sh or scripts/start_dev.sh first to create .venv" >&2
+    echo "error: $PY not found; run scripts/start_dev.sh or scripts/test.sh first" >&2
     exit 1
 fi
 
-SAM_MODEL_TYPE="${SAM_MODEL_TYPE:-vit_h}"
-SD_MODEL_ID="${SD_MODEL_ID:-stable-diffusion-v1-5/stable-diffusion-inpainting}"
-SD_VARIANT="${SD_VARIANT:-fp16}"
-MODELS_DIR="${MODELS_DIR:-./pretrained_models}"
+download() { "$PY" -m models.download "$@" --print-path; }
 
-download() {
-    "$PY" -m models.download "$@" --models-dir "$MODELS_DIR" --print-path
-}
-
-echo "==> SAM $SAM_MODEL_TYPE -> $MODELS_DIR" >&2
-SAM_CHECKPOINT="$(download sam --type "$SAM_MODEL_TYPE")"
-echo "==> big-lama -> $MODELS_DIR" >&2
+echo "==> SAM checkpoint" >&2
+SAM_CHECKPOINT="$(download sam)"
+echo "==> big-lama" >&2
 LAMA_DIR="$(download lama)"
-echo "==> $SD_MODEL_ID ($SD_VARIANT) -> $MODELS_DIR" >&2
-SD_DIR="$(download sd --model-id "$SD_MODEL_ID" --variant "$SD_VARIANT")"
+echo "==> Stable Diffusion inpainting pipeline" >&2
+SD_DIR="$(download sd)"
 
-echo "==> importing into the BentoML model store" >&2
-"$PY" scripts/import_models.py sam --type "$SAM_MODEL_TYPE" --checkpoint "$SAM_CHECKPOINT"
+echo "==> importing into the BentoML model store (${BENTOML_HOME:-~/bentoml})" >&2
+"$PY" scripts/import_models.py sam --checkpoint "$SAM_CHECKPOINT"
 "$PY" scripts/import_models.py lama --checkpoint "$LAMA_DIR"
 "$PY" scripts/import_models.py sd --model "$SD_DIR"
-
-echo "done: SAM $SAM_CHECKPOINT, big-lama $LAMA_DIR, SD $SD_DIR" >&2
+echo "done: the server now serves these (scripts/start_dev.sh)" >&2

@@ -20,21 +20,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import get_settings  # noqa: E402
-from models import store  # noqa: E402
+from models import default_paths, store  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    settings = get_settings()
     sam = commands.add_parser("sam", help="a SAM checkpoint (.pth state dict)")
-    sam.add_argument("--type", required=True, choices=["vit_h", "vit_l", "vit_b"])
-    sam.add_argument("--checkpoint", required=True, type=Path)
+    sam.add_argument("--type", choices=["vit_h", "vit_l", "vit_b"], default=settings.sam_model_type)
+    sam.add_argument("--checkpoint", type=Path, help="default: SAM_CHECKPOINT_PATH or the download")
     sam.add_argument("--name")
     lama = commands.add_parser("lama", help="a big-lama folder (config.yaml + models/best.ckpt)")
-    lama.add_argument("--checkpoint", required=True, type=Path)
+    lama.add_argument("--checkpoint", type=Path, help="default: LAMA_CHECKPOINT_PATH or download")
+    lama.add_argument("--config", type=Path, help="default: LAMA_CONFIG_PATH or DIR/config.yaml")
     lama.add_argument("--name")
     sd = commands.add_parser("sd", help="a diffusers inpainting pipeline folder")
-    sd.add_argument("--model", required=True, type=Path)
+    sd.add_argument("--model", type=Path, help="default: SD_MODEL_PATH or the download")
     sd.add_argument("--name")
     commands.add_parser("tiny", help="build and import the tiny random-weight demo models")
     for name, text in (
@@ -62,19 +64,23 @@ def _print_tags(tags: dict[str, str], shell: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        settings = get_settings()
         if args.command == "sam":
-            print(store.import_sam(args.checkpoint, args.type, args.name))
+            checkpoint = args.checkpoint or default_paths.sam_checkpoint(settings, args.type)
+            print(store.import_sam(checkpoint, args.type, args.name))
         elif args.command == "lama":
-            print(store.import_lama(args.checkpoint, args.name))
+            checkpoint = args.checkpoint or default_paths.lama_dir(settings)
+            config = args.config or settings.lama_config_path
+            print(store.import_lama(checkpoint, args.name, config=config))
         elif args.command == "sd":
-            print(store.import_sd(args.model, args.name))
+            print(store.import_sd(args.model or default_paths.sd_dir(settings), args.name))
         elif args.command == "tiny":
             for kind, tag in store.import_tiny().items():
                 print(f"{kind}: {tag}")
         elif args.command == "prepare":
-            _print_tags(store.prepare_serving(get_settings()), args.shell)
+            _print_tags(store.prepare_serving(settings), args.shell)
         else:
-            _print_tags(store.resolve_tags(get_settings()), args.shell)
+            _print_tags(store.resolve_tags(settings), args.shell)
     except (ValueError, FileNotFoundError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Tests never touch the user's own model store (~/bentoml); this runs before bentoml is imported.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="inpaint-tests-bentoml-")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # CI places the read-only shared folder (example photos, LaMa layout facts) beside the clone.
