@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError, WithJsonSchema
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from api.app import create_docs_app, create_health_app
+from api.app import create_docs_app, create_health_app, document_errors
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
 from api.guard import RequestGuard
 from api.schemas import (
@@ -145,7 +145,12 @@ def _check_prompt_inside(prompt: PromptRequest, height: int, width: int) -> None
             raise ValidationException(f"box {prompt.box} exceeds the {width}x{height} image")
 
 
-@bentoml.asgi_app(create_docs_app(lambda: InpaintAnything.openapi_spec.asdict()), path="/")
+@bentoml.asgi_app(
+    create_docs_app(
+        lambda: document_errors(InpaintAnything.openapi_spec.asdict(), ROUTES.values())
+    ),
+    path="/",
+)
 @bentoml.asgi_app(create_health_app(bentoml.get_current_service), path=API_PREFIX)
 @bentoml.service(name="inpaint_anything", traffic={"timeout": settings.processing_timeout_s + 30})
 class InpaintAnything:

@@ -8,7 +8,7 @@ asks each runner.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from api.schemas import HealthResponse, ReadyResponse
+from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
 VERSION = "0.1.0"
 STARTED_AT = time.monotonic()
@@ -52,9 +52,34 @@ def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
     return app
 
 
-def create_docs_app(
-    openapi_spec: Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]],
-) -> Starlette:
+ERROR_STATUSES = {
+    "400": "Undecodable image, or a `request` part that is not valid JSON",
+    "413": "A file over MAX_FILE_SIZE, or an image declaring more than MAX_IMAGE_PIXELS",
+    "415": "The body is not multipart/form-data",
+    "422": "An invalid field: point outside the image, mask size mismatch, empty prompt, ...",
+    "500": "An unexpected server error (logged with the request id)",
+    "503": "A model is not loaded",
+    "504": "Processing took longer than PROCESSING_TIMEOUT_S",
+}
+
+
+def document_errors(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """Replace BentoML's generic error entries of our routes with our real error body."""
+    schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas["ErrorResponse"] = schema
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for path in paths:
+        responses = spec["paths"][path]["post"]["responses"]
+        for status in [s for s in responses if not str(s).startswith("2")]:
+            del responses[status]
+        for status, description in ERROR_STATUSES.items():
+            responses[status] = {"description": description, "content": error}
+    return spec
+
+
+def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
     """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec."""
 
     async def spec(_: Request) -> JSONResponse:

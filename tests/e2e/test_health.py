@@ -41,11 +41,16 @@ def test_docs_cover_every_route(server: Server) -> None:
     page = httpx.get(f"{server.url}/docs")
     assert page.status_code == 200 and "swagger" in page.text.lower()
     assert httpx.get(f"{server.url}/redoc").status_code == 200
-    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    paths = spec["paths"]
     for route in ("segment", "remove", "fill", "replace", "health", "ready"):
         assert f"/api/v1/{route}" in paths, sorted(paths)
-    remove = paths["/api/v1/remove"]["post"]["requestBody"]["content"]
-    assert "multipart/form-data" in remove
+    remove = paths["/api/v1/remove"]["post"]
+    assert "multipart/form-data" in remove["requestBody"]["content"]
+    for status in ("400", "413", "415", "422", "503", "504"):
+        schema = remove["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "error" in spec["components"]["schemas"]["ErrorResponse"]["properties"]
 
 
 def test_cors_headers_on_success_and_error(server: Server) -> None:
