@@ -66,6 +66,7 @@ from utils.image_io import (
     encode_mask_base64,
     to_base64,
 )
+from utils.log_setup import configure_logging
 from utils.masks import binarize_mask, dilate_mask, invert_mask, mask_to_png_array, paste_masked
 from utils.windows import plan_fill_window, plan_lama_region, plan_letterbox, points_inside
 
@@ -161,6 +162,7 @@ class InpaintAnything:
     sd = bentoml.depends(SdRunner)
 
     def __init__(self) -> None:
+        configure_logging(settings.log_level)
         self.cache = make_embedding_cache(settings)
         self._reports: dict[str, dict[str, Any]] = {}
         logger.info("SAM embedding cache: %s", self.cache.name)
@@ -241,9 +243,10 @@ class InpaintAnything:
             error = exc
         except BentoMLException as exc:
             error = _runner_error(exc)
-        except Exception:
+        except Exception as exc:
             logger.exception("%s %s failed", route, request_id)
-            error = InpaintError("an unexpected error occurred; see the server log")
+            detail = f": {exc!r}" if settings.debug and not settings.is_production else ""
+            error = InpaintError(f"an unexpected error occurred; see the server log{detail}")
         else:
             elapsed_ms = (time.perf_counter() - started) * 1000
             body.request_id = request_id  # type: ignore[attr-defined]
@@ -467,9 +470,18 @@ class InpaintAnything:
                 return ModelReadiness(loaded=False, tag="unknown", error=f"no answer: {exc!r}")
 
         reports = dict(zip(runners, await asyncio.gather(*map(ask, runners)), strict=True))
+        problems = [
+            f"{kind}: {report.error or 'not loaded'}"
+            for kind, report in reports.items()
+            if not report.loaded
+        ]
+        demo = [kind for kind, report in reports.items() if report.demo]
+        if demo and settings.is_production:
+            problems.append(f"ENVIRONMENT=production but {', '.join(demo)} serve demo models")
         return ReadyResponse(
-            ready=all(r.loaded for r in reports.values()),
-            demo_models=any(r.demo for r in reports.values()),
+            ready=not problems,
+            problems=problems,
+            demo_models=bool(demo),
             models=reports,
             process_memory_mb=round(psutil.Process().memory_info().rss / 2**20, 1),
         )

@@ -237,6 +237,7 @@ class ModelReadiness(BaseModel):
 
 class ReadyResponse(BaseModel):
     ready: bool
+    problems: list[str] = Field(default_factory=list, description="why not ready")
     demo_models: bool = Field(description="true when any runner serves a tiny random model")
     models: dict[str, ModelReadiness]
     process_memory_mb: float = Field(description="resident memory of the entry process")

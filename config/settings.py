@@ -25,11 +25,13 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        env_ignore_empty=True,  # `SAM_CHECKPOINT_PATH=` in .env means "unset", not Path("")
     )
 
     # --- environment --------------------------------------------------------------------
+    # production: /ready stays 503 while any runner serves a tiny demo model.
     environment: Literal["development", "production"] = "development"
-    debug: bool = False
+    debug: bool = False  # 500 responses carry the exception text (never in production)
     api_host: str = "0.0.0.0"
     api_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -22,6 +22,7 @@ from runners.runtime import (
     runner_service_config,
     select_device,
 )
+from utils.log_setup import configure_logging
 
 logger = logging.getLogger("inpaint.runners.lama")
 settings = get_settings()
@@ -33,6 +34,7 @@ class LamaRunner:
     model_ref = bentoml.models.BentoModel(LAMA_TAG)
 
     def __init__(self) -> None:
+        configure_logging(settings.log_level)
         self.state = LoadState("lama", LAMA_TAG)
         try:
             self._load()

@@ -23,6 +23,7 @@ from runners.runtime import (
     runner_service_config,
     select_device,
 )
+from utils.log_setup import configure_logging
 
 logger = logging.getLogger("inpaint.runners.sam")
 settings = get_settings()
@@ -42,6 +43,7 @@ class SamRunner:
     model_ref = bentoml.models.BentoModel(SAM_TAG)
 
     def __init__(self) -> None:
+        configure_logging(settings.log_level)
         self.state = LoadState("sam", SAM_TAG)
         try:
             self._load()

@@ -25,6 +25,7 @@ from runners.runtime import (
     runner_service_config,
     select_device,
 )
+from utils.log_setup import configure_logging
 from utils.masks import mask_to_png_array
 
 logger = logging.getLogger("inpaint.runners.sd")
@@ -58,6 +59,7 @@ class SdRunner:
     model_ref = bentoml.models.BentoModel(SD_TAG)
 
     def __init__(self) -> None:
+        configure_logging(settings.log_level)
         self.state = LoadState("sd", SD_TAG)
         try:
             self._load()

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from config.settings import Settings
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +64,22 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, 
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.lower()):
         Settings()
+
+
+def test_env_example_documents_every_setting_with_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = REPO_ROOT / ".env.example"
+    keys = {
+        line.split("=", 1)[0].strip()
+        for line in example.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    assert keys == {name.upper() for name in Settings.model_fields}
+    monkeypatch.setitem(Settings.model_config, "env_file", example)
+    from_example = Settings().model_dump()
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    defaults = Settings().model_dump()
+    # MODELS_DIR is written relative in the example; everything else equals the default.
+    assert from_example.pop("models_dir").name == defaults.pop("models_dir").name
+    assert from_example == defaults
