@@ -17,6 +17,7 @@ from config.settings import get_settings
 from models.store import LAMA_FOLDER, resolve_tags
 from runners.runtime import (
     LoadState,
+    batching,
     configure_threads,
     model_files,
     runner_service_config,
@@ -53,11 +54,7 @@ class LamaRunner:
         self.state.details = {"torch_threads": threads}
         logger.info("LaMa %s loaded on %s (%d torch threads)", tag, device, threads)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.lama_max_batch_size,
-        max_latency_ms=settings.batch_max_latency_ms,
-    )
+    @bentoml.api(**batching(settings.lama_max_batch_size, settings.batch_max_latency_ms))
     def inpaint(self, items: list[np.ndarray]) -> list[np.ndarray]:
         """Inpainted HxWx3 uint8 images for HxWx4 (RGB + mask) items, one batch."""
         from models.lama_inference import inpaint_batch

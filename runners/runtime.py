@@ -38,6 +38,14 @@ def runner_service_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
+    """`@bentoml.api` arguments for a batch API; a max size of 1 turns adaptive batching off
+    (the API still takes a list, of one item per call)."""
+    if max_batch_size <= 1:
+        return {"batchable": False}
+    return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
+
+
 def select_device(settings: Settings) -> torch.device:
     import torch
 

@@ -18,6 +18,7 @@ from config.settings import get_settings
 from models.store import resolve_tags
 from runners.runtime import (
     LoadState,
+    batching,
     configure_threads,
     model_files,
     runner_service_config,
@@ -66,11 +67,7 @@ class SamRunner:
         self.state.details = {"model_type": metadata.get("model_type"), "torch_threads": threads}
         logger.info("SAM %s loaded on %s (%d torch threads)", tag, device, threads)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.sam_max_batch_size,
-        max_latency_ms=settings.batch_max_latency_ms,
-    )
+    @bentoml.api(**batching(settings.sam_max_batch_size, settings.batch_max_latency_ms))
     def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Image embeddings (256x64x64 float32) of HxWx3 uint8 RGB images, one batch."""
         import torch

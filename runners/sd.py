@@ -20,6 +20,7 @@ from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
 from runners.runtime import (
     LoadState,
+    batching,
     configure_threads,
     model_files,
     runner_service_config,
@@ -84,11 +85,7 @@ class SdRunner:
         }
         logger.info("SD %s loaded on %s (%s)", tag, device, self.state.details)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.sd_max_batch_size,
-        max_latency_ms=settings.batch_max_latency_ms,
-    )
+    @bentoml.api(**batching(settings.sd_max_batch_size, settings.batch_max_latency_ms))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
         """Generated SxSx3 uint8 windows, in the order of `jobs`."""
         self.state.require()
