@@ -13,7 +13,11 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing dependencies (torch is large: the first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check ".[dev]"
+  # The pins of pyproject.toml, installed as requirements: the server is run from this
+  # checkout, not installed as a package (no build step, no build/ or *.egg-info left here).
+  .venv/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > .venv/requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r .venv/requirements.txt
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
