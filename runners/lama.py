@@ -7,52 +7,32 @@ common padding would make one request's result depend on its batch neighbours.
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
 
 from config.settings import get_settings
 from models.store import LAMA_FOLDER, resolve_tags
-from runners.runtime import (
-    LoadState,
-    batching,
-    configure_threads,
-    model_files,
-    runner_service_config,
-    select_device,
-)
-from utils.log_setup import configure_logging
+from runners.runtime import ModelRunner, batching, runner_service_config
 
-logger = logging.getLogger("inpaint.runners.lama")
+if TYPE_CHECKING:
+    import torch
+
 settings = get_settings()
-LAMA_TAG = resolve_tags(settings)["lama"]
 
 
 @bentoml.service(name="lama_runner", **runner_service_config(settings))
-class LamaRunner:
-    model_ref = bentoml.models.BentoModel(LAMA_TAG)
+class LamaRunner(ModelRunner):
+    kind = "lama"
+    model_ref = bentoml.models.BentoModel(resolve_tags(settings)["lama"])
 
-    def __init__(self) -> None:
-        configure_logging(settings.log_level)
-        self.state = LoadState("lama", LAMA_TAG)
-        try:
-            self._load()
-        except Exception as exc:  # the runner stays up and reports 503 + the reason
-            self.state.fail(exc)
-
-    def _load(self) -> None:
+    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from models.lama_checkpoint import load_generator
 
-        tag, path, metadata = model_files(self.model_ref)
-        device = select_device(settings)
-        threads = configure_threads(settings, device)
         self.generator = load_generator(path / LAMA_FOLDER, device)
-        self.state.tag, self.state.device = tag, device
-        self.state.demo = bool(metadata.get("demo"))
-        self.state.details = {"torch_threads": threads}
-        logger.info("LaMa %s loaded on %s (%d torch threads)", tag, device, threads)
+        return {}
 
     @bentoml.api(**batching(settings.lama_max_batch_size, settings.batch_max_latency_ms))
     def inpaint(self, items: list[np.ndarray]) -> list[np.ndarray]:

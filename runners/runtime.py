@@ -11,12 +11,13 @@ import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 from bentoml.exceptions import ServiceUnavailable
 
-from config.settings import Settings
+from config.settings import Settings, get_settings
+from utils.log_setup import configure_logging
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +102,21 @@ class LoadState:
     def loaded(self) -> bool:
         return self.error is None and self.device is not None
 
+    def succeed(
+        self, tag: str, device: torch.device, metadata: dict[str, Any], **details: Any
+    ) -> None:
+        """Record (and log) a loaded model; a demo model is announced as such."""
+        self.tag, self.device, self.details = tag, device, details
+        self.demo = bool(metadata.get("demo"))
+        logger.info("%s model %s loaded on %s %s", self.kind, tag, device, details)
+        if self.demo:
+            logger.warning(
+                "%s model %s is a tiny random-weight DEMO model: the API works, the pictures "
+                "are noise. Real weights: scripts/download_models.sh",
+                self.kind,
+                tag,
+            )
+
     def fail(self, exc: BaseException) -> None:
         self.error = f"{type(exc).__name__}: {exc}"
         logger.error(
@@ -125,6 +141,27 @@ class LoadState:
         }
 
 
-def model_files(stored: Any) -> tuple[str, Path, dict[str, Any]]:
-    """(full tag, folder, metadata) of a store entry, as a `BentoModel` attribute resolves."""
-    return str(stored.tag), Path(stored.path), dict(stored.info.metadata)
+class ModelRunner:
+    """The life cycle every runner shares: load its store entry once at start-up, or stay up
+    and answer 503 with the reason (a crash loop would hide it)."""
+
+    kind: ClassVar[str]
+    model_ref: ClassVar[Any]  # a bentoml.models.BentoModel; instance access resolves it
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        self.state = LoadState(self.kind, str(type(self).model_ref))
+        try:
+            stored = self.model_ref
+            metadata = dict(stored.info.metadata)
+            device = select_device(settings)
+            threads = configure_threads(settings, device)
+            details = self.load(Path(stored.path), metadata, device)
+            self.state.succeed(str(stored.tag), device, metadata, torch_threads=threads, **details)
+        except Exception as exc:
+            self.state.fail(exc)
+
+    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """Load the model from its store folder; return facts for the status report."""
+        raise NotImplementedError

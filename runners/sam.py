@@ -7,8 +7,8 @@ embedding, which the entry service keeps (see runners.embedding_cache).
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
@@ -16,19 +16,12 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from models.store import resolve_tags
-from runners.runtime import (
-    LoadState,
-    batching,
-    configure_threads,
-    model_files,
-    runner_service_config,
-    select_device,
-)
-from utils.log_setup import configure_logging
+from runners.runtime import ModelRunner, batching, runner_service_config
 
-logger = logging.getLogger("inpaint.runners.sam")
+if TYPE_CHECKING:
+    import torch
+
 settings = get_settings()
-SAM_TAG = resolve_tags(settings)["sam"]
 
 
 class SamPrompt(BaseModel):
@@ -40,32 +33,19 @@ class SamPrompt(BaseModel):
 
 
 @bentoml.service(name="sam_runner", **runner_service_config(settings))
-class SamRunner:
-    model_ref = bentoml.models.BentoModel(SAM_TAG)
+class SamRunner(ModelRunner):
+    kind = "sam"
+    model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sam"])
 
-    def __init__(self) -> None:
-        configure_logging(settings.log_level)
-        self.state = LoadState("sam", SAM_TAG)
-        try:
-            self._load()
-        except Exception as exc:  # the runner stays up and reports 503 + the reason
-            self.state.fail(exc)
-
-    def _load(self) -> None:
+    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from segment_anything.utils.transforms import ResizeLongestSide
 
         from models.sam_checkpoint import SamArchitecture, load_sam
 
-        tag, path, metadata = model_files(self.model_ref)
-        device = select_device(settings)
-        threads = configure_threads(settings, device)
         architecture = SamArchitecture.from_metadata(metadata["architecture"])
         self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        self.state.tag, self.state.device = tag, device
-        self.state.demo = bool(metadata.get("demo"))
-        self.state.details = {"model_type": metadata.get("model_type"), "torch_threads": threads}
-        logger.info("SAM %s loaded on %s (%d torch threads)", tag, device, threads)
+        return {"model_type": metadata.get("model_type")}
 
     @bentoml.api(**batching(settings.sam_max_batch_size, settings.batch_max_latency_ms))
     def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -8,9 +8,9 @@ neighbours' seeds.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
@@ -18,20 +18,13 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
-from runners.runtime import (
-    LoadState,
-    batching,
-    configure_threads,
-    model_files,
-    runner_service_config,
-    select_device,
-)
-from utils.log_setup import configure_logging
+from runners.runtime import ModelRunner, batching, runner_service_config
 from utils.masks import mask_to_png_array
 
-logger = logging.getLogger("inpaint.runners.sd")
+if TYPE_CHECKING:
+    import torch
+
 settings = get_settings()
-SD_TAG = resolve_tags(settings)["sd"]
 
 
 # Jobs cross the process boundary pickled; the schema is only for BentoML's generated docs.
@@ -56,34 +49,20 @@ class SdJob(BaseModel):
 
 
 @bentoml.service(name="sd_runner", **runner_service_config(settings))
-class SdRunner:
-    model_ref = bentoml.models.BentoModel(SD_TAG)
+class SdRunner(ModelRunner):
+    kind = "sd"
+    model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sd"])
 
-    def __init__(self) -> None:
-        configure_logging(settings.log_level)
-        self.state = LoadState("sd", SD_TAG)
-        try:
-            self._load()
-        except Exception as exc:  # the runner stays up and reports 503 + the reason
-            self.state.fail(exc)
-
-    def _load(self) -> None:
+    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from models.sd_pipeline import load_inpaint_pipeline, native_resolution
 
-        tag, path, metadata = model_files(self.model_ref)
-        device = select_device(settings)
-        threads = configure_threads(settings, device)
         fp16 = device.type == "cuda" and settings.sd_fp16_on_cuda
         self.pipeline = load_inpaint_pipeline(path / SD_FOLDER, device, fp16=fp16)
-        self.state.tag, self.state.device = tag, device
-        self.state.demo = bool(metadata.get("demo"))
-        self.state.details = {
+        return {
             "native_resolution": native_resolution(self.pipeline),
             "pipeline": type(self.pipeline).__name__,
             "dtype": "float16" if fp16 else "float32",
-            "torch_threads": threads,
         }
-        logger.info("SD %s loaded on %s (%s)", tag, device, self.state.details)
 
     @bentoml.api(**batching(settings.sd_max_batch_size, settings.batch_max_latency_ms))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
