@@ -86,14 +86,16 @@ def serving(
     settings: Mapping[str, str] | None = None,
     target: str = "service:InpaintAnything",
     timeout_s: float = 300,
+    cwd: Path = REPO_ROOT,
 ) -> Iterator[LocalServer]:
-    """`bentoml serve target` until the block ends; ready (GET /api/v1/ready = 200) on entry."""
+    """`bentoml serve target` (in `cwd`) until the block ends; ready on entry, i.e.
+    GET /api/v1/ready answered 200."""
     port = free_port()
     env = {**base_env(bentoml_home), **(settings or {}), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
