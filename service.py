@@ -56,6 +56,7 @@ from utils.exceptions import (
     EmptyMaskException,
     InpaintError,
     ModelNotLoadedException,
+    OverloadedException,
     ProcessingTimeoutException,
     ValidationException,
 )
@@ -242,7 +243,7 @@ class InpaintAnything:
         except InpaintError as exc:
             error = exc
         except BentoMLException as exc:
-            error = _runner_error(exc)
+            error = await self._runner_error(exc)
         except Exception as exc:
             logger.exception("%s %s failed", route, request_id)
             detail = f": {exc!r}" if settings.debug and not settings.is_production else ""
@@ -456,6 +457,17 @@ class InpaintAnything:
     async def _sd_resolution(self) -> int:
         return int((await self._report("sd"))["details"]["native_resolution"])
 
+    async def _runner_error(self, exc: BentoMLException) -> InpaintError:
+        """A runner's failure as the client sees it. BentoML answers 503 both for a runner
+        whose model is not loaded and for one shedding load; readiness tells them apart."""
+        if int(getattr(exc, "error_code", 500)) != 503:
+            logger.error("runner call failed: %r", exc)
+            return InpaintError("a model runner failed; see the server log")
+        readiness = await self.readiness()
+        if all(report.loaded for report in readiness.models.values()):
+            return OverloadedException("the model runners are at capacity; retry shortly")
+        return ModelNotLoadedException("; ".join(readiness.problems))
+
     async def readiness(self) -> ReadyResponse:
         """Every runner's load state; a runner that does not answer counts as not loaded."""
         import psutil
@@ -507,15 +519,6 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tu
         seed=seed,
     )
     return job, seed
-
-
-def _runner_error(exc: BentoMLException) -> InpaintError:
-    """A runner's failure as the client sees it: 503 when its model or process is not there."""
-    status = int(getattr(exc, "error_code", 500))
-    if status == 503:
-        return ModelNotLoadedException(f"a model runner is unavailable: {exc}")
-    logger.error("runner call failed: %r", exc)
-    return InpaintError("a model runner failed; see the server log")
 
 
 # CORS first (outermost of ours), so that the guard's error responses carry its headers too.

@@ -89,7 +89,10 @@ class Settings(BaseSettings):
     sam_max_batch_size: int = Field(default=4, ge=1)
     lama_max_batch_size: int = Field(default=4, ge=1)
     sd_max_batch_size: int = Field(default=4, ge=1)
-    batch_max_latency_ms: int = Field(default=2000, ge=1)
+    # BentoML refuses (503) a request whose predicted wait + run time exceeds this; batches
+    # form from the observed load, not from this bound. Keep it near the processing timeout,
+    # or concurrent requests on a slow model (SAM on a CPU) are shed instead of queued.
+    batch_max_latency_ms: int = Field(default=600_000, ge=1)
 
     # --- SAM embedding cache ------------------------------------------------------------------
     embedding_cache_size: int = Field(default=32, ge=0)

@@ -67,6 +67,13 @@ class ModelNotLoadedException(InpaintError):
     code = "model_not_loaded"
 
 
+class OverloadedException(InpaintError):
+    """The models are loaded but their queues are full; retrying later can succeed."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "overloaded"
+
+
 class ProcessingTimeoutException(InpaintError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "processing_timeout"
