@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
@@ -48,6 +49,7 @@ from api.schemas import (
     utc_timestamp,
 )
 from config.settings import get_settings
+from runners.client import call_runner
 from runners.embedding_cache import embedding_key, make_embedding_cache
 from runners.lama import LamaRunner
 from runners.sam import SamPrompt, SamRunner
@@ -242,7 +244,7 @@ class InpaintAnything:
             )
         except InpaintError as exc:
             error = exc
-        except BentoMLException as exc:
+        except (BentoMLException, aiohttp.ClientConnectionError) as exc:
             error = await self._runner_error(exc)
         except Exception as exc:
             logger.exception("%s %s failed", route, request_id)
@@ -289,9 +291,10 @@ class InpaintAnything:
         embedding = await self.cache.get(key)
         cached = embedding is not None
         if embedding is None:
-            embedding = (await self.sam.to_async.embed([image]))[0]
+            embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
             await self.cache.put(key, embedding)
-        result = await self.sam.to_async.decode(
+        result = await call_runner(
+            self.sam.to_async.decode,
             embedding=embedding,
             image_size=list(image.shape[:2]),
             prompt=SamPrompt(
@@ -361,7 +364,7 @@ class InpaintAnything:
         )
         part_image, part_mask = region.extract(image, mask)
         item = np.dstack([part_image, mask_to_png_array(part_mask)])
-        inpainted = (await self.lama.to_async.inpaint([item]))[0]
+        inpainted = (await call_runner(self.lama.to_async.inpaint, [item]))[0]
         output = await asyncio.to_thread(
             lambda: paste_masked(image, region.restore(inpainted, image), mask)
         )
@@ -375,7 +378,7 @@ class InpaintAnything:
         mask = dilate_mask(selection.mask, kernel)
         window = plan_fill_window(image.shape[:2], mask, await self._sd_resolution())
         job, seed = _sd_job(request, window.crop_image(image), window.crop_mask(mask))
-        generated = (await self.sd.to_async.inpaint([job]))[0]
+        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
         output = await asyncio.to_thread(
             lambda: paste_masked(image, window.restore(generated, image), mask)
         )
@@ -392,7 +395,7 @@ class InpaintAnything:
         # The letterbox padding is outside the object, so it is regenerated too.
         window_mask = invert_mask(letterbox.apply_mask(keep))
         job, seed = _sd_job(request, letterbox.apply_image(image), window_mask)
-        generated = (await self.sd.to_async.inpaint([job]))[0]
+        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
         output = await asyncio.to_thread(
             lambda: paste_masked(image, letterbox.restore(generated), regenerated)
         )
@@ -437,7 +440,7 @@ class InpaintAnything:
         """A loaded runner's status, fetched once (tags and devices do not change)."""
         if kind not in self._reports:
             runner = {"sam": self.sam, "lama": self.lama, "sd": self.sd}[kind]
-            report = await runner.to_async.status()
+            report = await call_runner(runner.to_async.status)
             if not report["loaded"]:
                 raise ModelNotLoadedException(
                     f"the {kind} model {report['tag']} is not loaded: {report['error']}"
@@ -457,10 +460,12 @@ class InpaintAnything:
     async def _sd_resolution(self) -> int:
         return int((await self._report("sd"))["details"]["native_resolution"])
 
-    async def _runner_error(self, exc: BentoMLException) -> InpaintError:
+    async def _runner_error(self, exc: Exception) -> InpaintError:
         """A runner's failure as the client sees it. BentoML answers 503 both for a runner
-        whose model is not loaded and for one shedding load; readiness tells them apart."""
-        if int(getattr(exc, "error_code", 500)) != 503:
+        whose model is not loaded and for one shedding load, and a runner that does not
+        answer at all may be down or saturated: readiness tells these apart."""
+        unreachable = isinstance(exc, aiohttp.ClientConnectionError)
+        if not unreachable and int(getattr(exc, "error_code", 500)) != 503:
             logger.error("runner call failed: %r", exc)
             return InpaintError("a model runner failed; see the server log")
         readiness = await self.readiness()
@@ -477,7 +482,9 @@ class InpaintAnything:
         async def ask(kind: str) -> ModelReadiness:
             try:
                 async with asyncio.timeout(10):
-                    return ModelReadiness.model_validate(await runners[kind].to_async.status())
+                    return ModelReadiness.model_validate(
+                        await call_runner(runners[kind].to_async.status)
+                    )
             except Exception as exc:
                 return ModelReadiness(loaded=False, tag="unknown", error=f"no answer: {exc!r}")
 

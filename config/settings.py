@@ -86,9 +86,11 @@ class Settings(BaseSettings):
     lama_crop_margin: int = Field(default=128, ge=0)
 
     # --- batching ------------------------------------------------------------------------
-    sam_max_batch_size: int = Field(default=4, ge=1)
-    lama_max_batch_size: int = Field(default=4, ge=1)
-    sd_max_batch_size: int = Field(default=4, ge=1)
+    # 0 = auto: 4 on a GPU host, 1 (batching off) on a CPU host, where bench.py measured
+    # batching to cost throughput (the cores are busy either way; batch-mates wait).
+    sam_max_batch_size: int = Field(default=0, ge=0)
+    lama_max_batch_size: int = Field(default=0, ge=0)
+    sd_max_batch_size: int = Field(default=0, ge=0)
     # BentoML refuses (503) a request whose predicted wait + run time exceeds this; batches
     # form from the observed load, not from this bound. Keep it near the processing timeout,
     # or concurrent requests on a slow model (SAM on a CPU) are shed instead of queued.

@@ -34,7 +34,7 @@ class LamaRunner(ModelRunner):
         self.generator = load_generator(path / LAMA_FOLDER, device)
         return {}
 
-    @bentoml.api(**batching(settings.lama_max_batch_size, settings.batch_max_latency_ms))
+    @bentoml.api(**batching(settings.lama_max_batch_size, settings))
     def inpaint(self, items: list[np.ndarray]) -> list[np.ndarray]:
         """Inpainted HxWx3 uint8 images for HxWx4 (RGB + mask) items, one batch."""
         from models.lama_inference import inpaint_batch

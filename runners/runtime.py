@@ -17,6 +17,7 @@ import psutil
 from bentoml.exceptions import ServiceUnavailable
 
 from config.settings import Settings, get_settings
+from models.store import host_has_gpu
 from utils.log_setup import configure_logging
 
 if TYPE_CHECKING:
@@ -39,12 +40,21 @@ def runner_service_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
-    """`@bentoml.api` arguments for a batch API; a max size of 1 turns adaptive batching off
-    (the API still takes a list, of one item per call)."""
-    if max_batch_size <= 1:
+AUTO_GPU_BATCH_SIZE = 4
+
+
+def batching(max_batch_size: int, settings: Settings) -> dict[str, Any]:
+    """`@bentoml.api` arguments for a batch API. 0 = auto: batch on a GPU host only; 1 turns
+    adaptive batching off (the API still takes a list, of one item per call)."""
+    if max_batch_size == 0:
+        max_batch_size = AUTO_GPU_BATCH_SIZE if host_has_gpu(settings) else 1
+    if max_batch_size == 1:
         return {"batchable": False}
-    return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
+    return {
+        "batchable": True,
+        "max_batch_size": max_batch_size,
+        "max_latency_ms": settings.batch_max_latency_ms,
+    }
 
 
 def select_device(settings: Settings) -> torch.device:

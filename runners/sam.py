@@ -47,7 +47,7 @@ class SamRunner(ModelRunner):
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         return {"model_type": metadata.get("model_type")}
 
-    @bentoml.api(**batching(settings.sam_max_batch_size, settings.batch_max_latency_ms))
+    @bentoml.api(**batching(settings.sam_max_batch_size, settings))
     def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Image embeddings (256x64x64 float32) of HxWx3 uint8 RGB images, one batch."""
         import torch

@@ -64,7 +64,7 @@ class SdRunner(ModelRunner):
             "dtype": "float16" if fp16 else "float32",
         }
 
-    @bentoml.api(**batching(settings.sd_max_batch_size, settings.batch_max_latency_ms))
+    @bentoml.api(**batching(settings.sd_max_batch_size, settings))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
         """Generated SxSx3 uint8 windows, in the order of `jobs`."""
         self.state.require()

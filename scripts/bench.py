@@ -11,7 +11,8 @@ What it measures, each against a `bentoml serve` of this project in a temporary 
 2. the HTTP end-to-end cost of `remove` vs. the same flow code called in-process
    (`InpaintAnything()` with local runners), interleaved A/B;
 3. throughput of concurrent `segment` calls on distinct images with adaptive batching
-   (SAM_MAX_BATCH_SIZE=4) vs. without (SAM_MAX_BATCH_SIZE=1), on two fresh servers.
+   (SAM_MAX_BATCH_SIZE=4; the default on a GPU host) vs. without (SAM_MAX_BATCH_SIZE=1;
+   the default on a CPU host), on two fresh servers.
 
 Timings on a shared machine are noisy: compare the ratios, and rerun before trusting a gap.
 """
@@ -237,7 +238,8 @@ def main() -> int:
         "settings": settings,
     }
 
-    with serving(home, work / "serve-batching.log", settings) as server:
+    batched = {**settings, "SAM_MAX_BATCH_SIZE": "4"}
+    with serving(home, work / "serve-batching.log", batched) as server:
         report["routes"] = _timed(
             "route latency", lambda: route_latencies(server.url, photo, args.repeats)
         )

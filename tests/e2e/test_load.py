@@ -1,6 +1,6 @@
 """Under a burst the server sheds load with our 503 body and stays healthy.
 
-A second server with a 1 ms batching latency budget: BentoML's dispatcher refuses every
+A second server with batching on and a 1 ms latency budget: BentoML's dispatcher refuses every
 request that would have to queue, which is how an overloaded SAM runner behaves.
 """
 
@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 @pytest.fixture(scope="module")
 def strained(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     log = tmp_path_factory.mktemp("strained") / "serve.log"
-    with serving(bentoml_home, log, {**SERVER_ENV, "BATCH_MAX_LATENCY_MS": "1"}) as server:
+    settings = {**SERVER_ENV, "SAM_MAX_BATCH_SIZE": "4", "BATCH_MAX_LATENCY_MS": "1"}
+    with serving(bentoml_home, log, settings) as server:
         yield server
 
 
