@@ -104,7 +104,7 @@ class Selection:
     """The object mask the flow works on, and where it came from."""
 
     mask: np.ndarray
-    index: int | None
+    index: int | None  # SAM's candidate; None when the caller uploaded the mask
     score: float | None
 
 
@@ -113,10 +113,14 @@ class FlowResult:
     image: np.ndarray
     regenerated: np.ndarray
     selection: Selection
-    model_kinds: tuple[str, ...]
+    model: str  # the runner that painted: lama or sd
     dilate_kernel_size: int
     seed: int | None = None
     strategy: str | None = None
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        return (self.model,) if self.selection.index is None else ("sam", self.model)
 
 
 def _parse_request(model: type[RequestModel], raw: Any) -> RequestModel:
@@ -303,9 +307,19 @@ class InpaintAnything:
         )
         return result, cached
 
+    async def _prompted_candidates(
+        self, request: PromptRequest, image: np.ndarray, alternative: str = ""
+    ) -> tuple[dict, bool]:
+        """`_candidates` for a request's prompt, once the prompt is known to fit the image."""
+        if not request.has_prompt:
+            raise ValidationException(
+                " ".join(["give point_coords or box in `request`", alternative]).strip()
+            )
+        _check_prompt_inside(request, *image.shape[:2])
+        return await self._candidates(image, request)
+
     async def _select(self, request: PromptRequest, upload: Upload) -> Selection:
         """The object mask: the uploaded one, or SAM's candidate for the prompt."""
-        height, width = upload.image.shape[:2]
         if upload.mask is not None:
             if request.has_prompt or request.mask_index is not None:
                 raise ValidationException(
@@ -314,10 +328,7 @@ class InpaintAnything:
             if not upload.mask.any():
                 raise EmptyMaskException("the uploaded mask has no non-zero pixel")
             return Selection(upload.mask, None, None)
-        if not request.has_prompt:
-            raise ValidationException("give point_coords or box in `request`, or upload a mask")
-        _check_prompt_inside(request, height, width)
-        result, _ = await self._candidates(upload.image, request)
+        result, _ = await self._prompted_candidates(request, upload.image, "or upload a mask")
         scores = np.asarray(result["scores"], dtype=float)
         index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
         mask = np.asarray(result["masks"][index], dtype=bool)
@@ -332,10 +343,7 @@ class InpaintAnything:
 
     async def _segment(self, request: SegmentRequest, upload: Upload) -> SegmentResponse:
         height, width = upload.image.shape[:2]
-        if not request.has_prompt:
-            raise ValidationException("give point_coords or box in `request`")
-        _check_prompt_inside(request, height, width)
-        result, cached = await self._candidates(upload.image, request)
+        result, cached = await self._prompted_candidates(request, upload.image)
         scores = [float(s) for s in result["scores"]]
         masks = await asyncio.to_thread(lambda: [encode_mask_base64(m) for m in result["masks"]])
         return SegmentResponse(
@@ -368,7 +376,7 @@ class InpaintAnything:
         output = await asyncio.to_thread(
             lambda: paste_masked(image, region.restore(inpainted, image), mask)
         )
-        result = FlowResult(output, mask, selection, ("sam", "lama"), kernel, None, region.kind)
+        result = FlowResult(output, mask, selection, "lama", kernel, None, region.kind)
         return await self._inpaint_response(request, result)
 
     async def _fill(self, request: FillRequest, upload: Upload) -> InpaintResponse:
@@ -382,7 +390,7 @@ class InpaintAnything:
         output = await asyncio.to_thread(
             lambda: paste_masked(image, window.restore(generated, image), mask)
         )
-        result = FlowResult(output, mask, selection, ("sam", "sd"), kernel, seed, "window")
+        result = FlowResult(output, mask, selection, "sd", kernel, seed, "window")
         return await self._inpaint_response(request, result)
 
     async def _replace(self, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
@@ -399,9 +407,7 @@ class InpaintAnything:
         output = await asyncio.to_thread(
             lambda: paste_masked(image, letterbox.restore(generated), regenerated)
         )
-        result = FlowResult(
-            output, regenerated, selection, ("sam", "sd"), kernel, seed, "letterbox"
-        )
+        result = FlowResult(output, regenerated, selection, "sd", kernel, seed, "letterbox")
         return await self._inpaint_response(request, result)
 
     async def _inpaint_response(
@@ -414,7 +420,6 @@ class InpaintAnything:
                 encode_mask_base64(result.regenerated),
             )
         )
-        kinds = result.model_kinds if result.selection.index is not None else result.model_kinds[1:]
         return InpaintResponse(
             request_id="",
             timestamp=utc_timestamp(),
@@ -426,8 +431,8 @@ class InpaintAnything:
                 processing_time_ms=0.0,
                 mask_index=result.selection.index,
                 mask_score=result.selection.score,
-                models=await self._tags_of(kinds),
-                device=await self._device_of(result.model_kinds[-1]),
+                models=await self._tags_of(result.model_kinds),
+                device=await self._device_of(result.model),
                 dilate_kernel_size=result.dilate_kernel_size,
                 seed=result.seed,
                 strategy=result.strategy,

@@ -83,3 +83,12 @@ def test_env_example_documents_every_setting_with_its_default(
     # MODELS_DIR is written relative in the example; everything else equals the default.
     assert from_example.pop("models_dir").name == defaults.pop("models_dir").name
     assert from_example == defaults
+
+
+def test_reported_version_is_the_project_version() -> None:
+    import tomllib
+
+    from api.app import VERSION
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert VERSION == pyproject["project"]["version"]
