@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.crafted_images import png_header_only
 from tests.e2e.conftest import SERVER_ENV, Server
 from tests.e2e.helpers import assert_error, example_cases, example_path, png_bytes, post
 
@@ -22,16 +21,6 @@ MAX_FILE_SIZE = int(SERVER_ENV["MAX_FILE_SIZE"])
 def client(server: Server) -> httpx.Client:
     with server.client() as client:
         yield client
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def test_undecodable_image_is_400(client: httpx.Client) -> None:
@@ -53,7 +42,7 @@ def test_file_over_max_file_size_is_413(client: httpx.Client) -> None:
 
 
 def test_declared_pixels_over_the_limit_are_413_before_decoding(client: httpx.Client) -> None:
-    response = post(client, "remove", _png_declaring(4000, 4000), {"point_coords": [1, 1]})
+    response = post(client, "remove", png_header_only(4000, 4000), {"point_coords": [1, 1]})
     assert_error(response, 413, "image_too_large", "4000x4000")
 
 

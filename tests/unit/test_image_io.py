@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.crafted_images import png_header_only
 from utils.exceptions import ImageTooLargeException, InvalidImageException
 from utils.image_io import decode_image, decode_mask_image, encode_image, encode_mask_base64
 
@@ -23,18 +22,6 @@ def _encoded(array: np.ndarray, fmt: str, **options: object) -> bytes:
 
 def _noise(height: int, width: int) -> np.ndarray:
     return np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares width x height but which holds no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_png_round_trip_is_lossless() -> None:
@@ -87,10 +74,10 @@ def test_undecodable_uploads_are_invalid_image(data: bytes, message: str) -> Non
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     # Declared sizes whose pixels are not even in the file: only the header is read.
     with pytest.raises(ImageTooLargeException, match="8000x6000"):
-        decode_image(_png_header_only(8000, 6000), max_pixels=40_000_000)
+        decode_image(png_header_only(8000, 6000), max_pixels=40_000_000)
     # 100k x 100k (30 GB decoded) trips Pillow's own bomb check first: still a 413.
     with pytest.raises(ImageTooLargeException, match="more than 40000000 pixels"):
-        decode_image(_png_header_only(100_000, 100_000), max_pixels=40_000_000)
+        decode_image(png_header_only(100_000, 100_000), max_pixels=40_000_000)
 
 
 def test_mask_keeps_its_channels_for_binarisation() -> None:
