@@ -291,7 +291,8 @@ class InpaintAnything:
 
     async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
         """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
-        key = embedding_key(image, (await self._model_tags())["sam"])
+        # Hashing megabytes of pixels is no work for the event loop.
+        key = await asyncio.to_thread(embedding_key, image, (await self._model_tags())["sam"])
         embedding = await self.cache.get(key)
         cached = embedding is not None
         if embedding is None:

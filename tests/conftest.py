@@ -28,3 +28,19 @@ def shared_dir() -> Path:
 def anyio_backend() -> str:
     """Async tests (`pytest.mark.anyio`) run on asyncio, as BentoML does."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database for the cache tests: CI must have it (INPAINT_REQUIRE_REDIS=1, set by
+    .ci/run); elsewhere the tests skip without it."""
+    import redis
+
+    url = os.environ.get("INPAINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        if os.environ.get("INPAINT_REQUIRE_REDIS") == "1":
+            pytest.fail(f"Redis is required here but does not answer at {url}")
+        pytest.skip(f"no Redis at {url}")
+    return url

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,19 +16,12 @@ from tests.e2e.conftest import SERVER_ENV
 from tests.e2e.helpers import example_cases, example_path, load_rgb, png_bytes
 
 pytestmark = pytest.mark.e2e
-REDIS_URL = os.environ.get("INPAINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 KEYS = "inpaint:sam-embedding:*"
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("INPAINT_REQUIRE_REDIS") == "1":
-            pytest.fail(f"Redis is required here but does not answer at {REDIS_URL}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
     client.delete(*client.keys(KEYS) or ["-"])
     yield client
     client.delete(*client.keys(KEYS) or ["-"])
@@ -37,10 +29,13 @@ def store() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="module")
 def redis_server(
-    store: redis.Redis, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+    store: redis.Redis,
+    redis_url: str,
+    bentoml_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LocalServer]:
     log = tmp_path_factory.mktemp("redis-server") / "serve.log"
-    with serving(bentoml_home, log, {**SERVER_ENV, "REDIS_URL": REDIS_URL}) as server:
+    with serving(bentoml_home, log, {**SERVER_ENV, "REDIS_URL": redis_url}) as server:
         yield server
 
 

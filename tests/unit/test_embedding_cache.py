@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import numpy as np
@@ -18,7 +17,6 @@ from runners.embedding_cache import (
 )
 
 pytestmark = pytest.mark.anyio
-REDIS_URL = os.environ.get("INPAINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def _embedding(seed: int) -> np.ndarray:
@@ -57,18 +55,8 @@ async def test_lru_of_size_zero_keeps_nothing() -> None:
     assert await cache.get("a") is None
 
 
-def _redis_or_skip() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        if os.environ.get("INPAINT_REQUIRE_REDIS") == "1":
-            pytest.fail(f"Redis is required here but does not answer at {REDIS_URL}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
-
-
-async def test_redis_round_trip_is_exact_and_has_a_ttl() -> None:
-    _redis_or_skip()
-    cache = RedisEmbeddingCache(REDIS_URL, ttl_s=60)
+async def test_redis_round_trip_is_exact_and_has_a_ttl(redis_url: str) -> None:
+    cache = RedisEmbeddingCache(redis_url, ttl_s=60)
     key = f"test:{uuid.uuid4().hex}"
     embedding = _embedding(7)
     try:
@@ -77,16 +65,15 @@ async def test_redis_round_trip_is_exact_and_has_a_ttl() -> None:
         restored = await cache.get(key)
         assert restored is not None and restored.dtype == np.float32
         np.testing.assert_array_equal(restored, embedding)
-        assert 0 < redis.Redis.from_url(REDIS_URL).ttl(key) <= 60
+        assert 0 < redis.Redis.from_url(redis_url).ttl(key) <= 60
     finally:
-        redis.Redis.from_url(REDIS_URL).delete(key)
+        redis.Redis.from_url(redis_url).delete(key)
         await cache.close()
 
 
-async def test_redis_shared_between_two_clients() -> None:
+async def test_redis_shared_between_two_clients(redis_url: str) -> None:
     """Two replicas (two cache objects) see each other's embeddings."""
-    _redis_or_skip()
-    writer, reader = RedisEmbeddingCache(REDIS_URL, 60), RedisEmbeddingCache(REDIS_URL, 60)
+    writer, reader = RedisEmbeddingCache(redis_url, 60), RedisEmbeddingCache(redis_url, 60)
     key = f"test:{uuid.uuid4().hex}"
     try:
         await writer.put(key, _embedding(3))
@@ -94,7 +81,7 @@ async def test_redis_shared_between_two_clients() -> None:
         assert restored is not None
         np.testing.assert_array_equal(restored, _embedding(3))
     finally:
-        redis.Redis.from_url(REDIS_URL).delete(key)
+        redis.Redis.from_url(redis_url).delete(key)
         await writer.close()
         await reader.close()
 
