@@ -13,33 +13,12 @@ if [ "$#" -gt 0 ] && [ "$1" != serve ]; then
 fi
 [ "$#" -gt 0 ] && shift
 
-python - <<'PY'
-import os
-import sys
-
-from config.settings import get_settings
-from models import store
-
-settings = get_settings()
-tags = store.resolve_tags(settings)
-problems = []
-for kind, tag in tags.items():
-    if not store.has_entry(tag):
-        named = getattr(settings, f"{kind}_model")
-        problems.append(f"{kind.upper()}_MODEL={named} is missing" if named else f"no {kind} model")
-    elif store.is_demo_tag(tag):
-        print(f"serving {kind}: {tag} (tiny random-weight DEMO model)", file=sys.stderr)
-    else:
-        print(f"serving {kind}: {tag}", file=sys.stderr)
-if problems:
-    home = os.environ.get("BENTOML_HOME", "~/bentoml")
-    sys.exit(
-        f"error: in the model store at {home}: {'; '.join(problems)}. Download and import the "
-        "weights with scripts/download_models.sh (in compose: docker compose -f "
-        "docker/docker-compose.yml run --rm server scripts/download_models.sh), or bake them "
-        "in with --build-arg BAKE_MODELS=download; see docs/deployment.md."
-    )
-PY
+if ! python scripts/import_models.py check >&2; then
+  echo "(BENTOML_HOME=${BENTOML_HOME:-~/bentoml}; in compose: docker compose -f" \
+    "docker/docker-compose.yml run --rm server scripts/download_models.sh; or bake the" \
+    "weights in with --build-arg BAKE_MODELS=download; see docs/deployment.md)" >&2
+  exit 1
+fi
 
 exec bentoml serve service:InpaintAnything \
   --host "${API_HOST:-0.0.0.0}" --port "${API_PORT:-8000}" "$@"

@@ -182,6 +182,11 @@ def has_entry(tag: str) -> bool:
     return True
 
 
+def missing_entries(tags: dict[ModelKind, str]) -> dict[ModelKind, str]:
+    """The tags of `tags` that the store does not hold."""
+    return {kind: tag for kind, tag in tags.items() if not has_entry(tag)}
+
+
 def prepare_serving(settings: Settings) -> dict[ModelKind, str]:
     """The tags to serve, importing the tiny demo models when nothing better is there.
 
@@ -189,7 +194,7 @@ def prepare_serving(settings: Settings) -> dict[ModelKind, str]:
     missing download must not silently turn into a demo.
     """
     tags = resolve_tags(settings)
-    missing = {kind: tag for kind, tag in tags.items() if not has_entry(tag)}
+    missing = missing_entries(tags)
     if any(tag.split(":")[0] != TINY_NAMES[kind] for kind, tag in missing.items()):
         named = ", ".join(f"{kind.upper()}_MODEL={tag}" for kind, tag in missing.items())
         raise LookupError(

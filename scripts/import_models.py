@@ -6,6 +6,7 @@
     python scripts/import_models.py tiny
     python scripts/import_models.py resolve   # the tags the server would load now
     python scripts/import_models.py prepare   # the same, importing the demo models if needed
+    python scripts/import_models.py check     # the same, failing when a model is missing
 
 Each import checks the files against their official layout first and prints the store tag
 it created; a mismatch exits 1 with a message naming the offending key, shape or file.
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("resolve", "print the tags the runners would load"),
         ("prepare", "like resolve, importing the tiny demo models when nothing better is there"),
+        ("check", "like resolve, exiting 1 when the store lacks a model (never imports demos)"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--shell", action="store_true", help="as `export NAME=tag` lines")
@@ -79,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind}: {tag}")
         elif args.command == "prepare":
             _print_tags(store.prepare_serving(settings), args.shell)
+        elif args.command == "check":
+            tags = store.resolve_tags(settings)
+            if missing := store.missing_entries(tags):
+                raise LookupError(
+                    "the model store lacks "
+                    + "; ".join(
+                        f"{kind.upper()}_MODEL={named} (missing)"
+                        if (named := getattr(settings, f"{kind}_model"))
+                        else f"no {kind} model"
+                        for kind in missing
+                    )
+                    + ". Download and import the weights with scripts/download_models.sh"
+                )
+            _print_tags(tags, args.shell)
         else:
             _print_tags(store.resolve_tags(settings), args.shell)
     except (ValueError, FileNotFoundError, LookupError) as exc:

@@ -199,6 +199,7 @@ def test_entrypoint_refuses_to_serve_without_models(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "no sam model; no lama model; no sd model" in result.stderr
+    assert "Traceback" not in result.stderr
     assert "scripts/download_models.sh" in result.stderr
 
 
