@@ -470,14 +470,3 @@ def points_inside(
     pts = _as_points(points)
     x, y = pts[:, 0], pts[:, 1]
     return (x >= 0) & (x < width) & (y >= 0) & (y < height)
-
-
-def clamp_points(
-    points: np.ndarray | Sequence[Sequence[float]] | Sequence[float], image_size: Sequence[int]
-) -> np.ndarray:
-    """(N, 2) float: the points moved onto the nearest pixel of [0, W - 1] x [0, H - 1]."""
-    height, width = _check_size(image_size)
-    pts = _as_points(points).copy()
-    np.clip(pts[:, 0], 0, width - 1, out=pts[:, 0])
-    np.clip(pts[:, 1], 0, height - 1, out=pts[:, 1])
-    return pts

@@ -10,7 +10,6 @@ from utils.exceptions import EmptyMaskException
 from utils.masks import mask_bbox, paste_masked
 from utils.windows import (
     FillWindow,
-    clamp_points,
     plan_fill_window,
     plan_lama_region,
     plan_letterbox,
@@ -366,8 +365,3 @@ class TestPoints:
             points_inside([[1, 2, 3]], (10, 10))
         with pytest.raises(ValueError):
             points_inside([1, 2, 3], (10, 10))
-
-    def test_clamp_points(self) -> None:
-        clamped = clamp_points([[-5, 3], [120, 70], [4.5, 2]], (50, 100))
-        np.testing.assert_array_equal(clamped, [[0, 3], [99, 49], [4.5, 2]])
-        assert points_inside(clamped, (50, 100)).all()
