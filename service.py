@@ -52,6 +52,7 @@ from config.settings import get_settings
 from runners.client import call_runner
 from runners.embedding_cache import embedding_key, make_embedding_cache
 from runners.lama import LamaRunner
+from runners.runtime import process_memory_mb
 from runners.sam import SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
 from utils.exceptions import (
@@ -481,8 +482,6 @@ class InpaintAnything:
 
     async def readiness(self) -> ReadyResponse:
         """Every runner's load state; a runner that does not answer counts as not loaded."""
-        import psutil
-
         runners = {"sam": self.sam, "lama": self.lama, "sd": self.sd}
 
         async def ask(kind: str) -> ModelReadiness:
@@ -508,7 +507,7 @@ class InpaintAnything:
             problems=problems,
             demo_models=bool(demo),
             models=reports,
-            process_memory_mb=round(psutil.Process().memory_info().rss / 2**20, 1),
+            process_memory_mb=process_memory_mb(),
         )
 
 

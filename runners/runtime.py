@@ -84,6 +84,11 @@ def configure_threads(settings: Settings, device: torch.device) -> int:
     return torch.get_num_threads()
 
 
+def process_memory_mb() -> float:
+    """Resident memory of this process."""
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
 def _gpu_report(device: torch.device) -> dict[str, Any] | None:
     if device.type != "cuda":
         return None
@@ -146,7 +151,7 @@ class LoadState:
             "demo": self.demo,
             "error": self.error,
             "gpu": _gpu_report(self.device) if self.device is not None else None,
-            "process_memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "process_memory_mb": process_memory_mb(),
             "details": self.details,
         }
 
