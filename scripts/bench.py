@@ -25,7 +25,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -179,31 +178,16 @@ def _embed_batches(metrics: str) -> tuple[float, float]:
 
 
 def _prepare_store(home: Path, sam: str) -> dict[str, str]:
-    """Tiny models, plus a full-size random SAM checkpoint when asked; returns settings."""
+    """Tiny models, plus a full-size random SAM checkpoint when asked; returns settings.
+    BENTOML_HOME must already name `home` (bentoml reads it at import)."""
     import_tiny_models(home)
     if sam == "tiny":
         return {}
-    env = {**os.environ, "BENTOML_HOME": str(home)}
-    script = (
-        "import sys; from pathlib import Path;"
-        "from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint;"
-        "from models.store import import_sam;"
-        f"p = write_random_sam_checkpoint(Path(sys.argv[1]), SAM_ARCHITECTURES['{sam}']);"
-        f"print(import_sam(p, '{sam}', 'sam-{sam}-random', demo=True))"
-    )
-    tag = (
-        subprocess.run(
-            [sys.executable, "-c", script, str(home / f"sam_{sam}_random.pth")],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    return {"SAM_MODEL": tag}
+    from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint
+    from models.store import import_sam
+
+    checkpoint = write_random_sam_checkpoint(home / f"sam_{sam}_random.pth", SAM_ARCHITECTURES[sam])
+    return {"SAM_MODEL": import_sam(checkpoint, sam, f"sam-{sam}-random", demo=True)}
 
 
 def _timed(label: str, run: Callable[[], Awaitable[Any]]) -> Any:
