@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.local_server import REPO_ROOT, import_tiny_models, serving  # noqa: E402
 
-EXAMPLES = Path(os.environ.get("INPAINT_SHARED_DIR", REPO_ROOT.parent / "shared")) / "examples"
+EXAMPLES = REPO_ROOT / "examples"
 PHOTO = EXAMPLES / "remove" / "dog.jpg"  # 800x534
 CLICK = {"point_coords": [[200, 450]]}
 PROMPT = {"text_prompt": "a teddy bear on a bench", "num_inference_steps": 10, "seed": 1}

@@ -13,15 +13,10 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="inpaint-tests-bentoml-")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# CI places the read-only shared folder (example photos, LaMa layout facts) beside the clone.
-SHARED_DIR = Path(os.environ.get("INPAINT_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"shared data folder not found at {SHARED_DIR} (set INPAINT_SHARED_DIR)")
-    return SHARED_DIR
+# Example photos (with Inpaint-Anything's published clicks) and the LaMa layout facts ship with
+# the repository, so a plain clone runs every test.
+EXAMPLES_DIR = REPO_ROOT / "examples"
+LAMA_DATA_DIR = REPO_ROOT / "tests" / "data" / "lama"
 
 
 @pytest.fixture

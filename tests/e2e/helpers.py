@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.conftest import SHARED_DIR
+from tests.conftest import EXAMPLES_DIR
 
-EXAMPLES = SHARED_DIR / "examples"
+EXAMPLES = EXAMPLES_DIR
 
 
 def example_cases() -> dict[str, dict[str, Any]]:

@@ -25,6 +25,7 @@ from models.lama_checkpoint import (
     write_lama_dir,
 )
 from models.lama_network import build_generator
+from tests.conftest import LAMA_DATA_DIR
 
 BIG_LAMA_PARAMETERS = 50_975_875
 
@@ -54,9 +55,9 @@ def rewrite_with_generator_state(
 
 
 @pytest.mark.slow
-def test_full_size_random_checkpoint_loads_and_runs(shared_dir: Path, tmp_path: Path) -> None:
-    manifest = json.loads((shared_dir / "lama" / "big_lama_generator_state_dict.json").read_text())
-    config = OmegaConf.load(shared_dir / "lama" / "big_lama_config.yaml")
+def test_full_size_random_checkpoint_loads_and_runs(tmp_path: Path) -> None:
+    manifest = json.loads((LAMA_DATA_DIR / "big_lama_generator_state_dict.json").read_text())
+    config = OmegaConf.load(LAMA_DATA_DIR / "big_lama_config.yaml")
     with torch.device("meta"):
         meta_model = build_generator(config.generator)
     state = random_generator_state(meta_model, seed=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +15,17 @@ from models.lama_checkpoint import (
     tiny_lama_config,
 )
 from models.lama_network import FFCResNetGenerator, FourierUnit, SpectralTransform, build_generator
+from tests.conftest import LAMA_DATA_DIR
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_dir: Path) -> dict[str, Any]:
-    return json.loads((shared_dir / "lama" / "big_lama_generator_state_dict.json").read_text())
+def manifest() -> dict[str, Any]:
+    return json.loads((LAMA_DATA_DIR / "big_lama_generator_state_dict.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def big_lama_on_meta(shared_dir: Path) -> FFCResNetGenerator:
-    config = OmegaConf.load(shared_dir / "lama" / "big_lama_config.yaml")
+def big_lama_on_meta() -> FFCResNetGenerator:
+    config = OmegaConf.load(LAMA_DATA_DIR / "big_lama_config.yaml")
     with torch.device("meta"):
         return build_generator(config.generator)
 
@@ -69,8 +69,8 @@ def test_parameter_and_buffer_counts(
     assert sum(b.numel() for b in big_lama_on_meta.buffers()) == manifest["num_buffer_elements"]
 
 
-def test_packaged_config_is_the_shared_one(shared_dir: Path, manifest: dict[str, Any]) -> None:
-    shared = shared_dir / "lama" / "big_lama_config.yaml"
+def test_packaged_config_is_the_official_one(manifest: dict[str, Any]) -> None:
+    shared = LAMA_DATA_DIR / "big_lama_config.yaml"
     assert PACKAGED_BIG_LAMA_CONFIG.read_bytes() == shared.read_bytes()
     generator = OmegaConf.load(PACKAGED_BIG_LAMA_CONFIG).generator
     assert OmegaConf.to_container(generator, resolve=True) == manifest["config"]
