@@ -31,6 +31,7 @@ class ServerError(RuntimeError):
 class LocalServer:
     url: str
     log: Path
+    pid: int | None = None  # the `bentoml serve` process; its children are the services
 
 
 def free_port() -> int:
@@ -104,7 +105,7 @@ def serving(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process, log, timeout_s)
-        yield LocalServer(url=url, log=log)
+        yield LocalServer(url=url, log=log, pid=process.pid)
     finally:
         _stop(process)
 
