@@ -184,7 +184,7 @@ def _prepare_store(home: Path, sam: str) -> dict[str, str]:
     if sam == "tiny":
         return {}
     from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint
-    from models.store import import_sam
+    from tooling.model_import import import_sam
 
     checkpoint = write_random_sam_checkpoint(home / f"sam_{sam}_random.pth", SAM_ARCHITECTURES[sam])
     return {"SAM_MODEL": import_sam(checkpoint, sam, f"sam-{sam}-random", demo=True)}

@@ -15,7 +15,7 @@ if [[ ! -x "$PY" ]]; then
     exit 1
 fi
 
-download() { "$PY" -m models.download "$@" --print-path; }
+download() { "$PY" -m tooling.download "$@" --print-path; }
 
 echo "==> SAM checkpoint" >&2
 SAM_CHECKPOINT="$(download sam)"

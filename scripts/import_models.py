@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import get_settings  # noqa: E402
-from models import default_paths, store  # noqa: E402
+from models import store  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,20 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = get_settings()
+        if args.command in ("sam", "lama", "sd", "tiny", "prepare"):
+            # Offline tooling, not in the Bento: `resolve` and `check` work without it.
+            from tooling import default_paths, model_import
         if args.command == "sam":
             checkpoint = args.checkpoint or default_paths.sam_checkpoint(settings, args.type)
-            print(store.import_sam(checkpoint, args.type, args.name))
+            print(model_import.import_sam(checkpoint, args.type, args.name))
         elif args.command == "lama":
             checkpoint = args.checkpoint or default_paths.lama_dir(settings)
             config = args.config or settings.lama_config_path
-            print(store.import_lama(checkpoint, args.name, config=config))
+            print(model_import.import_lama(checkpoint, args.name, config=config))
         elif args.command == "sd":
-            print(store.import_sd(args.model or default_paths.sd_dir(settings), args.name))
+            print(model_import.import_sd(args.model or default_paths.sd_dir(settings), args.name))
         elif args.command == "tiny":
-            for kind, tag in store.import_tiny().items():
+            for kind, tag in model_import.import_tiny().items():
                 print(f"{kind}: {tag}")
         elif args.command == "prepare":
-            _print_tags(store.prepare_serving(settings), args.shell)
+            _print_tags(model_import.prepare_serving(settings), args.shell)
         elif args.command == "check":
             tags = store.resolve_tags(settings)
             if missing := store.missing_entries(tags):

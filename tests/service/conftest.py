@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models import store
+from tooling import model_import
 
 
 @pytest.fixture(scope="session")
 def tiny_tags() -> dict[str, str]:
     """The tiny models, imported once into the session's model store (see tests/conftest.py)."""
-    return store.import_tiny()
+    return model_import.import_tiny()

@@ -16,9 +16,9 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import ModelStore
 from bentoml.models import BentoModel
 
-from models import store
 from runners.lama import LamaRunner
 from tests.conftest import LAMA_DATA_DIR
+from tooling import model_import
 
 PARITY_DIR = LAMA_DATA_DIR / "parity"
 
@@ -28,7 +28,7 @@ def parity_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LamaRunn
     # A store of its own: the session's store must not gain a "real" LaMa other tests would pick.
     BentoMLContainer.model_store.set(ModelStore(Path(tmp_path_factory.mktemp("parity-store"))))
     try:
-        tag = store.import_lama(PARITY_DIR / "small-lama", "lama-parity")
+        tag = model_import.import_lama(PARITY_DIR / "small-lama", "lama-parity")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(LamaRunner.inner, "model_ref", BentoModel(tag))
             runner = LamaRunner()

@@ -118,6 +118,7 @@ def test_bentofile_includes_every_server_source_file_and_no_private_one() -> Non
     private = [
         ".env",
         "tests/conftest.py",
+        "tooling/download.py",
         "pretrained_models/sam_vit_h_4b8939.pth",
         "api/__pycache__/app.cpython-311.pyc",
     ]
@@ -171,6 +172,8 @@ def test_dockerignore_sends_the_server_and_nothing_private() -> None:
         "scripts/download_models.sh",
         "scripts/import_models.py",
         "docker/entrypoint.sh",
+        "tooling/download.py",
+        "tooling/model_import.py",
     ]
     needed += [
         p.relative_to(REPO_ROOT).as_posix()

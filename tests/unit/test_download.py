@@ -1,4 +1,4 @@
-"""models.download against a real HTTP server on 127.0.0.1 (no model hub is reachable here).
+"""tooling.download against a real HTTP server on 127.0.0.1 (no model hub is reachable here).
 
 The server serves stand-in files with Range support and can misbehave on demand (drop the
 connection, ignore Range, answer 5xx); it also emulates the few Hub endpoints that
@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from models import download as dl
-from models.download import Artefact, DownloadError, download_file
+from tooling import download as dl
+from tooling.download import Artefact, DownloadError, download_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -629,7 +629,7 @@ def test_select_sd_files_handles_shards_and_pickle_only_components() -> None:
 def test_cli_reports_a_404_in_one_line(server: Server, tmp_path: Path) -> None:
     base = f"{server.base}/missing"
     proc = subprocess.run(
-        [sys.executable, "-m", "models.download", "sam", "--type", "vit_b"]
+        [sys.executable, "-m", "tooling.download", "sam", "--type", "vit_b"]
         + ["--models-dir", str(tmp_path), "--base-url", base, "--no-progress"],
         cwd=REPO_ROOT,
         capture_output=True,

@@ -19,6 +19,7 @@ from models import store
 from models.lama_checkpoint import build_tiny_lama_dir
 from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint
 from tests.conftest import REPO_ROOT
+from tooling import model_import
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_settings_name_the_tags_explicitly(model_store: Path) -> None:
 
 def test_prepare_refuses_a_missing_named_model_instead_of_serving_a_demo(model_store: Path) -> None:
     with pytest.raises(LookupError, match="SAM_MODEL=sam-vit_h:latest"):
-        store.prepare_serving(_settings(sam_model="sam-vit_h:latest"))
+        model_import.prepare_serving(_settings(sam_model="sam-vit_h:latest"))
     assert bentoml.models.list() == []
 
 
@@ -88,7 +89,7 @@ def test_import_sam_stores_the_official_file_and_its_architecture(
     model_store: Path, tmp_path: Path
 ) -> None:
     checkpoint = write_random_sam_checkpoint(tmp_path / "sam.pth", SAM_ARCHITECTURES["tiny"])
-    tag = store.import_sam(checkpoint, "tiny", "sam-test", demo=True)
+    tag = model_import.import_sam(checkpoint, "tiny", "sam-test", demo=True)
     stored = bentoml.models.get(tag)
     assert (Path(stored.path) / "sam.pth").read_bytes() == checkpoint.read_bytes()
     assert stored.info.metadata["architecture"]["encoder_embed_dim"] == 64
@@ -98,7 +99,7 @@ def test_import_sam_stores_the_official_file_and_its_architecture(
 
 def test_import_lama_keeps_the_big_lama_layout(model_store: Path, tmp_path: Path) -> None:
     folder = build_tiny_lama_dir(tmp_path / "big-lama")
-    tag = store.import_lama(folder, "lama-test")
+    tag = model_import.import_lama(folder, "lama-test")
     stored = Path(bentoml.models.get(tag).path) / store.LAMA_FOLDER
     assert (stored / "config.yaml").is_file() and (stored / "models" / "best.ckpt").is_file()
     assert not store.is_demo_tag(tag)

@@ -8,7 +8,7 @@ from config.settings import Settings
 
 
 def sam_checkpoint(settings: Settings, model_type: str) -> Path:
-    from models.download import SAM_CHECKPOINTS
+    from tooling.download import SAM_CHECKPOINTS
 
     if settings.sam_checkpoint_path:
         return settings.sam_checkpoint_path
@@ -20,6 +20,6 @@ def lama_dir(settings: Settings) -> Path:
 
 
 def sd_dir(settings: Settings) -> Path:
-    from models.download import sd_dir_for
+    from tooling.download import sd_dir_for
 
     return settings.sd_model_path or sd_dir_for(settings.sd_model_id, settings.models_dir)

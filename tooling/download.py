@@ -1,11 +1,12 @@
 """Fetch the official weights (SAM, big-lama, a diffusers inpainting model) into a models folder.
 
-Only `scripts/download_models.sh` runs this, never the server. Every download resumes a partial
-file, retries transient failures, shows a progress bar, and is verified (size and checksum) before
-it is moved into place, so a file under its final name is always complete.
+Only `scripts/download_models.sh` runs this, never the server. Plain URLs (SAM, big-lama) go
+through `tooling.fetch` (httpx: resume, retries, progress bar, size and checksum checks); a
+diffusers pipeline comes from the Hugging Face Hub through huggingface_hub's
+`snapshot_download`, and every file is then checked against the Hub's own checksums.
 
-    python -m models.download {sam,lama,sd,all} [--type vit_h] [--models-dir DIR]
-                              [--model-id ID] [--base-url URL]
+    python -m tooling.download {sam,lama,sd,all} [--type vit_h] [--models-dir DIR]
+                               [--model-id ID] [--base-url URL]
 """
 
 from __future__ import annotations
@@ -14,34 +15,26 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import stat
 import sys
 import tempfile
-import time
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-import httpx
-from tqdm import tqdm
+from config.settings import get_settings
+from tooling.fetch import DownloadError, download_file
 
 if TYPE_CHECKING:
     from huggingface_hub.hf_api import RepoFile
 
-from config.settings import get_settings
-
 log = logging.getLogger(__name__)
 
-
-class DownloadError(RuntimeError):
-    """A download that cannot succeed as asked: HTTP 4xx, bad checksum, retries exhausted."""
-
+__all__ = ["DownloadError", "download_file", "download_sam", "download_big_lama", "download_sd"]
 
 # --- manifest -----------------------------------------------------------------------------
 
@@ -117,250 +110,6 @@ LAMA_REQUIRED_FILES = ("config.yaml", "models/best.ckpt")
 # stabilityai/stable-diffusion-2-* in November 2025). Its safetensors exist only as the fp16
 # variant; the full-precision weights are pickled .bin files.
 DEFAULT_SD_VARIANT = "fp16"
-
-
-# --- one file over HTTP -------------------------------------------------------------------
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
-# 408 and 429 are the client errors that mean "try again later".
-_RETRY_STATUSES = frozenset({408, 429})
-
-
-class _Transient(Exception):
-    """An attempt failed in a way worth retrying: reset connection, timeout, 5xx."""
-
-
-@dataclass
-class _ServerHints:
-    """Size and sha256 the Hub announces for an LFS file (X-Linked-Size, X-Linked-Etag)."""
-
-    sha256: str | None = None
-    size: int | None = None
-
-
-def download_file(
-    url: str,
-    dest: Path,
-    *,
-    expected_size: int | None = None,
-    sha256: str | None = None,
-    md5: str | None = None,
-    client: httpx.Client | None = None,
-    progress: bool = True,
-    retries: int = 3,
-    backoff_s: float = 1.0,
-) -> Path:
-    """Download `url` to `dest` through `dest.part`, resuming and retrying; verify, then rename.
-
-    Skips the download when `dest` already exists and verifies. A 4xx answer fails at once; a
-    reset connection, a timeout or a 5xx answer is retried `retries` times (waits `backoff_s`,
-    doubling), each time resuming from what is on disk. Redirects are followed.
-    """
-    dest = Path(dest)
-    if dest.is_file():
-        problem = _check_file(dest, expected_size, sha256, md5)
-        if problem is None:
-            log.info("%s already present and verified", dest)
-            return dest
-        log.warning("%s exists but %s; downloading it again", dest, problem)
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(dest.suffix + ".part")
-    hints = _ServerHints()
-    http = client or _new_client()
-    try:
-        for attempt in range(retries + 1):
-            try:
-                _fetch(http, url, part, expected_size, hints, progress)
-                break
-            except _Transient as exc:
-                if attempt == retries:
-                    kept = _size_of(part)
-                    resume = f"; rerun to resume from the {kept} bytes in {part}" if kept else ""
-                    raise DownloadError(
-                        f"{url}: giving up after {attempt + 1} attempts ({exc}){resume}"
-                    ) from exc
-                wait = backoff_s * 2**attempt
-                log.warning("%s: %s; retry %d/%d in %.1f s", url, exc, attempt + 1, retries, wait)
-                time.sleep(wait)
-    finally:
-        if client is None:
-            http.close()
-
-    size = expected_size if expected_size is not None else hints.size
-    problem = _check_file(part, size, sha256 or hints.sha256, md5)
-    if problem is not None:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: {problem}")
-    os.replace(part, dest)
-    return dest
-
-
-def _new_client() -> httpx.Client:
-    # Transport retries cover failed connects only; read errors are resumed by download_file.
-    return httpx.Client(
-        follow_redirects=True,
-        timeout=httpx.Timeout(60.0, connect=15.0),
-        transport=httpx.HTTPTransport(retries=2),
-    )
-
-
-def _fetch(
-    http: httpx.Client,
-    url: str,
-    part: Path,
-    expected_size: int | None,
-    hints: _ServerHints,
-    progress: bool,
-) -> None:
-    """One attempt: bring `part` to the end of the resource, resuming when it has bytes."""
-    restarted = False
-    while True:
-        offset = _size_of(part)
-        if expected_size is not None and offset > expected_size:
-            part.unlink()
-            offset = 0
-        if offset and offset == expected_size:
-            return
-        # identity: byte offsets of a compressed body would not be offsets into the file.
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            with http.stream("GET", url, headers=headers, follow_redirects=True) as resp:
-                _collect_hints(resp, hints)
-                if _stream_body(resp, url, part, offset, expected_size, hints, progress):
-                    return
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
-            raise DownloadError(f"{url}: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
-        if restarted:
-            raise _Transient("server refused to resume twice")
-        restarted = True
-        part.unlink(missing_ok=True)
-
-
-def _stream_body(
-    resp: httpx.Response,
-    url: str,
-    part: Path,
-    offset: int,
-    expected_size: int | None,
-    hints: _ServerHints,
-    progress: bool,
-) -> bool:
-    """Append or write the body to `part`. False means: drop the part and start from zero."""
-    status = resp.status_code
-    if status == 416 and offset:
-        total = _parse_content_range(resp.headers.get("Content-Range"))[2]
-        known = expected_size if expected_size is not None else hints.size or total
-        if known == offset:
-            return True
-        log.info("%s: cannot resume at byte %d (HTTP 416); starting again", url, offset)
-        return False
-    if status in _RETRY_STATUSES or status >= 500:
-        raise _Transient(f"HTTP {status} {resp.reason_phrase}")
-    if 400 <= status < 500:
-        raise DownloadError(f"{url}: HTTP {status} {resp.reason_phrase}")
-    if status not in (200, 206):
-        raise DownloadError(f"{url}: unexpected HTTP {status} {resp.reason_phrase}")
-
-    start, _, total = _parse_content_range(resp.headers.get("Content-Range"))
-    if status == 206 and start != offset:
-        log.info("%s: server resumed at byte %s instead of %d; starting again", url, start, offset)
-        return False
-    if status == 200 and offset:
-        log.info("%s: server ignored the Range request; starting from zero", url)
-        offset = 0
-    if total is None and "Content-Length" in resp.headers:
-        total = offset + int(resp.headers["Content-Length"])
-    if expected_size is not None and total is not None and total != expected_size:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: server offers {total} bytes, expected {expected_size}")
-
-    with (
-        part.open("ab" if offset else "wb") as fh,
-        _progress_bar(total, offset, part, progress) as bar,
-    ):
-        # iter_bytes() without a chunk size hands over bytes as they arrive, so whatever came
-        # before a dropped connection is on disk for the next attempt to resume from.
-        for chunk in resp.iter_bytes():
-            fh.write(chunk)
-            bar.update(len(chunk))
-        fh.flush()
-        os.fsync(fh.fileno())
-    if total is not None and _size_of(part) < total:
-        raise _Transient(f"connection closed after {_size_of(part)} of {total} bytes")
-    return True
-
-
-def _collect_hints(resp: httpx.Response, hints: _ServerHints) -> None:
-    for r in (*resp.history, resp):
-        etag = r.headers.get("X-Linked-Etag", "").removeprefix("W/").strip('"').lower()
-        if hints.sha256 is None and _HEX64.fullmatch(etag):
-            hints.sha256 = etag
-        size = r.headers.get("X-Linked-Size", "")
-        if hints.size is None and size.isdigit():
-            hints.size = int(size)
-
-
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
-    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
-    if match is None:
-        return None, None, None
-    start, end, total = match.groups()
-    return (
-        int(start) if start else None,
-        int(end) if end else None,
-        int(total) if total and total != "*" else None,
-    )
-
-
-@contextmanager
-def _progress_bar(total: int | None, initial: int, part: Path, enabled: bool) -> Iterator[tqdm]:
-    bar = tqdm(
-        total=total,
-        initial=initial,
-        desc=part.name.removesuffix(".part"),
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        disable=not (enabled and sys.stderr.isatty()),
-    )
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _check_file(path: Path, size: int | None, sha256: str | None, md5: str | None) -> str | None:
-    """None when `path` matches every given expectation, else what is wrong with it."""
-    actual_size = path.stat().st_size
-    if size is not None and actual_size != size:
-        return f"size mismatch: expected {size} bytes, got {actual_size}"
-    wanted = {name: value.lower() for name, value in (("sha256", sha256), ("md5", md5)) if value}
-    if not wanted:
-        return None
-    # One pass over a multi-GB file for both digests.
-    digests = {name: hashlib.new(name) for name in wanted}
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            for digest in digests.values():
-                digest.update(chunk)
-    for name, expected in wanted.items():
-        got = digests[name].hexdigest()
-        if got != expected:
-            return f"{name} mismatch: expected {expected}, got {got}"
-    return None
 
 
 # --- SAM and big-lama -----------------------------------------------------------------------
@@ -677,7 +426,7 @@ def sd_dir_for(model_id: str, models_dir: Path) -> Path:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m models.download",
+        prog="python -m tooling.download",
         description="Download the official SAM, big-lama and Stable Diffusion inpainting weights.",
     )
     settings = get_settings()
