@@ -26,10 +26,6 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = Path("models") / "best.ckpt"
 GENERATOR_PREFIX = "generator."
 PACKAGED_BIG_LAMA_CONFIG = Path(__file__).with_name("big_lama_config.yaml")
-# ngf 8 keeps a 512x512 forward around 0.3 s on 2 CPU cores (ngf 16: about 0.8 s).
-TINY_GENERATOR = {"ngf": 8, "n_downsampling": 3, "n_blocks": 2}
-# The Lightning release LaMa's code was written for; written into checkpoints we make.
-_LIGHTNING_VERSION = "1.2.9"
 _MAX_LISTED = 20
 
 
@@ -188,83 +184,3 @@ def verify_lama_dir(model_dir: Path, config_file: Path | None = None) -> dict[st
         "checkpoint_bytes": path.stat().st_size,
         "pytorch_lightning_version": str(checkpoint.get("pytorch-lightning_version", "")),
     }
-
-
-def write_lama_dir(
-    model_dir: Path,
-    config: dict[str, Any] | DictConfig,
-    generator_state: Mapping[str, torch.Tensor],
-    extra_state: Mapping[str, torch.Tensor] | None = None,
-) -> Path:
-    """Write `config.yaml` (interpolations kept as written) and a Lightning-style
-    `models/best.ckpt` with `generator.*` + `extra_state` (full keys, e.g. `discriminator.*`)."""
-    model_dir = Path(model_dir)
-    extra = dict(extra_state or {})
-    clashing = sorted(k for k in extra if k.startswith(GENERATOR_PREFIX))
-    if clashing:
-        raise ValueError(f"extra_state must not hold generator keys: {clashing[:5]}")
-    state_dict = {GENERATOR_PREFIX + k: v.detach().cpu() for k, v in generator_state.items()}
-    state_dict.update({k: v.detach().cpu() for k, v in extra.items()})
-    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
-    checkpoint_path(model_dir).parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, config_path(model_dir), resolve=False)
-    checkpoint = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": _LIGHTNING_VERSION,
-        "state_dict": state_dict,
-    }
-    torch.save(checkpoint, checkpoint_path(model_dir))
-    return model_dir
-
-
-def random_generator_state(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic random values for every state-dict entry of `model` (which may live on the
-    meta device), drawn from a private `torch.Generator`: conv weights U(-1/sqrt(fan_in), ..),
-    small biases, BatchNorm statistics near identity."""
-    rng = torch.Generator().manual_seed(seed)
-    state: dict[str, torch.Tensor] = {}
-    for key, ref in model.state_dict().items():
-        shape = tuple(ref.shape)
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros(shape, dtype=torch.int64)
-            continue
-        noise = torch.rand(shape, generator=rng, dtype=torch.float32)
-        if key.endswith("running_var"):
-            state[key] = 0.5 + noise
-        elif len(shape) > 1:
-            # Conv2d weight (out, in, kh, kw); ConvTranspose2d stores (in, out, kh, kw).
-            fan_in = max(1, shape[1] * shape[2] * shape[3]) if len(shape) == 4 else shape[1]
-            state[key] = (noise * 2 - 1) / fan_in**0.5
-        elif key.endswith("weight"):  # norm scale
-            state[key] = 0.8 + 0.4 * noise
-        else:  # biases, norm shifts, running means
-            state[key] = (noise * 2 - 1) * 0.1
-    return state
-
-
-def tiny_lama_config() -> DictConfig:
-    """The packaged big-lama training config with a small generator (same FFC ratios)."""
-    config = OmegaConf.load(PACKAGED_BIG_LAMA_CONFIG)
-    assert isinstance(config, DictConfig)
-    for key, value in TINY_GENERATOR.items():
-        config.generator[key] = value
-    return config
-
-
-def build_tiny_lama_dir(model_dir: Path, seed: int = 0) -> Path:
-    """A random-weight LaMa small enough for CPU tests, in exactly the official layout."""
-    config = tiny_lama_config()
-    generator_config = OmegaConf.to_container(config.generator, resolve=True)
-    assert isinstance(generator_config, dict)
-    with torch.device("meta"):
-        model = build_generator({str(k): v for k, v in generator_config.items()})
-    rng = torch.Generator().manual_seed(seed + 1)
-    # Stand-ins for the modules the real checkpoint carries besides the generator.
-    extra = {
-        "discriminator.model0.0.weight": torch.rand((8, 3, 4, 4), generator=rng),
-        "discriminator.model0.0.bias": torch.rand((8,), generator=rng),
-        "val_evaluator.scores.ssim.window": torch.rand((1, 1, 11, 11), generator=rng),
-        "test_evaluator.scores.ssim.window": torch.rand((1, 1, 11, 11), generator=rng),
-    }
-    return write_lama_dir(model_dir, config, random_generator_state(model, seed), extra)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,25 +267,3 @@ def load_sam(path: Path, arch: SamArchitecture, device: str | torch.device = "cp
     sam.to(device).eval()
     sam.requires_grad_(False)
     return sam
-
-
-def write_random_sam_checkpoint(path: Path, arch: SamArchitecture, seed: int = 0) -> Path:
-    """Write `arch` with its own random init under `seed`, as an official plain `.pth`.
-
-    Deterministic for a seed; the global RNG state is left untouched. Written atomically.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = build_sam(arch, device="cpu")
-    state = {key: value.detach().clone().contiguous() for key, value in sam.state_dict().items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path

@@ -1,4 +1,4 @@
-"""Stable Diffusion inpainting pipelines: folder verification, offline loading, tiny models.
+"""Stable Diffusion inpainting pipelines: folder verification and offline loading.
 
 A pipeline lives in the model store as an official diffusers folder (`model_index.json` plus
 one subfolder per component), exactly what `save_pretrained` writes or a Hub snapshot holds.
@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,15 +53,6 @@ _WEIGHT_INDEX = re.compile(
     r"^(?:diffusion_pytorch_model|model|pytorch_model)\.(?:safetensors|bin)\.index"
     r"(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.json$"
 )
-
-TINY_MODEL_MAX_LENGTH = 77
-_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
-# Words whose BPE merges the tiny tokenizer learns; everything else splits into bytes.
-_TINY_WORDS = (
-    "a an the of in on with and photo picture painting red green blue white black yellow car "
-    "cat dog tree house sky grass road water flower person man woman table chair wall window "
-    "field beach mountain snow wooden old new high quality detailed background realistic"
-).split()
 
 
 class SdPipelineError(ValueError):
@@ -262,175 +249,3 @@ def native_resolution(pipe: DiffusionPipeline) -> int:
     if isinstance(sample_size, list | tuple):
         sample_size = max(sample_size)
     return int(sample_size) * int(pipe.vae_scale_factor)
-
-
-# --------------------------------------------------------------------------- tiny models
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode symbols."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    chars = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {byte: chr(char) for byte, char in zip(printable, chars, strict=True)}
-
-
-def _word_merges(words: Iterable[str]) -> list[tuple[str, str]]:
-    """Left-to-right merges that make each word (as CLIP sees it: last symbol + </w>) one token."""
-    merges: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for word in words:
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            pair = (current, symbol)
-            if pair not in seen:
-                seen.add(pair)
-                merges.append(pair)
-            current += symbol
-    return merges
-
-
-def write_tiny_clip_tokenizer(folder: Path, words: Iterable[str] = _TINY_WORDS) -> int:
-    """Write a small byte-level BPE CLIP tokenizer in the official files; return vocab size.
-
-    Layout as on the Hub for SD (vocab.json, merges.txt, tokenizer_config.json,
-    special_tokens_map.json) and CLIP's vocabulary order: 256 byte symbols, their </w> forms,
-    merge results, then <|startoftext|> and <|endoftext|>.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
-    merges = _word_merges(words)
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), _BOS, _EOS]
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-    special = {"bos_token": _BOS, "eos_token": _EOS, "unk_token": _EOS, "pad_token": _EOS}
-    files = {
-        "vocab.json": json.dumps(vocab, ensure_ascii=False),
-        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-        "special_tokens_map.json": json.dumps(special, indent=2),
-        "tokenizer_config.json": json.dumps(
-            {
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": TINY_MODEL_MAX_LENGTH,
-                "do_lower_case": True,
-                "errors": "replace",
-                "add_prefix_space": False,
-                **special,
-            },
-            indent=2,
-        ),
-    }
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return len(vocab)
-
-
-def _tiny_pipeline(tokenizer_dir: Path) -> DiffusionPipeline:
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=9,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=256,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            projection_dim=32,
-            max_position_embeddings=TINY_MODEL_MAX_LENGTH,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    # SD 1.x's scheduler settings.
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return StableDiffusionInpaintPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def build_tiny_sd_inpainting_dir(path: Path, seed: int = 0) -> Path:
-    """Save a tiny random-weight SD inpainting pipeline (native 256 px) as a diffusers folder.
-
-    Same structure as SD 1.5-inpainting (9-channel UNet, 4-level VAE so the scale factor is
-    8, CLIP text encoder and tokenizer), small widths. Deterministic for a seed; the global RNG
-    is left untouched. `path` must not exist or be an empty folder; it appears complete or not
-    at all.
-    """
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path} exists and is not an empty folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        tokenizer_dir = staging / "tokenizer-src"
-        write_tiny_clip_tokenizer(tokenizer_dir)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            pipe = _tiny_pipeline(tokenizer_dir)
-        out = staging / "pipeline"
-        pipe.save_pretrained(out, safe_serialization=True)
-        # transformers 5 saves tokenizers as tokenizer.json only; ship the files SD's Hub
-        # folders have (vocab.json + merges.txt) so the tiny model loads the same way.
-        shutil.rmtree(out / "tokenizer")
-        shutil.copytree(tokenizer_dir, out / "tokenizer")
-        if path.exists():
-            path.rmdir()
-        os.replace(out, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path

@@ -183,8 +183,9 @@ def _prepare_store(home: Path, sam: str) -> dict[str, str]:
     import_tiny_models(home)
     if sam == "tiny":
         return {}
-    from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint
+    from models.sam_checkpoint import SAM_ARCHITECTURES
     from tooling.model_import import import_sam
+    from tooling.tiny import write_random_sam_checkpoint
 
     checkpoint = write_random_sam_checkpoint(home / f"sam_{sam}_random.pth", SAM_ARCHITECTURES[sam])
     return {"SAM_MODEL": import_sam(checkpoint, sam, f"sam-{sam}-random", demo=True)}

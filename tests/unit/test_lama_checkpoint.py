@@ -14,18 +14,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 from models.lama_checkpoint import (
     LamaCheckpointError,
-    build_tiny_lama_dir,
     checkpoint_path,
     config_path,
     load_generator,
-    random_generator_state,
     read_generator_config,
-    tiny_lama_config,
     verify_lama_dir,
-    write_lama_dir,
 )
 from models.lama_network import build_generator
 from tests.conftest import LAMA_DATA_DIR
+from tooling.tiny import (
+    build_tiny_lama_dir,
+    random_generator_state,
+    tiny_lama_config,
+    write_lama_dir,
+)
 
 BIG_LAMA_PARAMETERS = 50_975_875
 

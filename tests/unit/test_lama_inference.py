@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from models.lama_checkpoint import build_tiny_lama_dir, load_generator
+from models.lama_checkpoint import load_generator
 from models.lama_inference import inpaint, inpaint_batch, padded_size
 from models.lama_network import FFCResNetGenerator
+from tooling.tiny import build_tiny_lama_dir
 
 
 @pytest.fixture(scope="module")

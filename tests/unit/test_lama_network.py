@@ -9,13 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.lama_checkpoint import (
-    PACKAGED_BIG_LAMA_CONFIG,
-    random_generator_state,
-    tiny_lama_config,
-)
+from models.lama_checkpoint import PACKAGED_BIG_LAMA_CONFIG
 from models.lama_network import FFCResNetGenerator, FourierUnit, SpectralTransform, build_generator
 from tests.conftest import LAMA_DATA_DIR
+from tooling.tiny import random_generator_state, tiny_lama_config
 
 
 @pytest.fixture(scope="module")

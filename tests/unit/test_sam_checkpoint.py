@@ -24,8 +24,8 @@ from models.sam_checkpoint import (
     load_sam,
     num_parameters,
     verify_sam_checkpoint,
-    write_random_sam_checkpoint,
 )
+from tooling.tiny import write_random_sam_checkpoint
 
 TINY = SAM_ARCHITECTURES["tiny"]
 # Parameter counts of segment_anything's builders (image encoder + prompt encoder + decoder).

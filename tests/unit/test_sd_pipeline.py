@@ -18,11 +18,11 @@ from PIL import Image
 
 from models.sd_pipeline import (
     SdPipelineError,
-    build_tiny_sd_inpainting_dir,
     load_inpaint_pipeline,
     native_resolution,
     verify_sd_inpainting_dir,
 )
+from tooling.tiny import build_tiny_sd_inpainting_dir
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 

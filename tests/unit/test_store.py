@@ -16,10 +16,10 @@ from bentoml._internal.models import ModelStore
 
 from config.settings import Settings
 from models import store
-from models.lama_checkpoint import build_tiny_lama_dir
-from models.sam_checkpoint import SAM_ARCHITECTURES, write_random_sam_checkpoint
+from models.sam_checkpoint import SAM_ARCHITECTURES
 from tests.conftest import REPO_ROOT
 from tooling import model_import
+from tooling.tiny import build_tiny_lama_dir, write_random_sam_checkpoint
 
 
 @pytest.fixture
