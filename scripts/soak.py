@@ -8,8 +8,9 @@ Without --url it starts `bentoml serve` of this project on the tiny models in a 
 store. It cycles through the example photos (one click each), first once to warm the caches,
 then for --requests calls, and samples the resident memory (RSS) of every process of the
 server (the `bentoml serve` arbiter, the entry service, each runner) every --every calls,
-with psutil over the server's process tree. The report (JSON) gives the samples, and per
-process the growth from the first sample after warm-up to the last and the peak. Not part of
+with psutil over the server's process tree: RSS and its anonymous part (see `memory_mb`). The
+report (JSON) gives the samples and, per process, the value after warm-up, the last, the peak
+and the growth (last minus after warm-up). Not part of
 CI: it takes minutes; see docs/soak.md for a run.
 """
 
@@ -58,13 +59,20 @@ def server_processes(pid: int) -> dict[str, psutil.Process]:
     return {_process_name(p): p for p in [root, *root.children(recursive=True)]}
 
 
-def rss_mb(processes: dict[str, psutil.Process]) -> dict[str, float]:
+def memory_mb(processes: dict[str, psutil.Process]) -> dict[str, dict[str, float]]:
+    """RSS, and its anonymous part (RSS minus file-backed and shared pages) per process.
+
+    A leak grows the anonymous part. RSS alone also moves when the kernel drops clean pages of
+    mapped libraries (torch's are hundreds of MB) under memory pressure from other processes.
+    """
     sizes = {}
     for name, process in processes.items():
         try:
-            sizes[name] = round(process.memory_info().rss / 2**20, 1)
-        except psutil.NoSuchProcess:
-            sizes[name] = float("nan")  # a restarted worker: a finding in itself
+            info = process.memory_info()
+            rss, anon = info.rss / 2**20, (info.rss - info.shared) / 2**20
+            sizes[name] = {"rss": round(rss, 1), "anon": round(anon, 1)}
+        except psutil.NoSuchProcess:  # a restarted worker: a finding in itself
+            sizes[name] = {"rss": float("nan"), "anon": float("nan")}
     return sizes
 
 
@@ -103,7 +111,7 @@ def soak(url: str, pid: int, requests: int, every: int) -> dict[str, Any]:
                 "requests": done,
                 "phase": phase,
                 "elapsed_s": round(time.monotonic() - started, 1),
-                "rss_mb": rss_mb(processes),
+                "memory_mb": memory_mb(processes),
             }
         )
 
@@ -131,8 +139,19 @@ def soak(url: str, pid: int, requests: int, every: int) -> dict[str, Any]:
             if done % every == 0 or done == requests:
                 sample(done, "soak")
 
-    warm, last = samples[1]["rss_mb"], samples[-1]["rss_mb"]
-    peak = {name: max(s["rss_mb"][name] for s in samples[1:]) for name in warm}
+    warm, last = samples[1]["memory_mb"], samples[-1]["memory_mb"]
+
+    def per_process(kind: str) -> dict[str, dict[str, float]]:
+        return {
+            name: {
+                "after_warmup": warm[name][kind],
+                "last": last[name][kind],
+                "peak": max(s["memory_mb"][name][kind] for s in samples[1:]),
+                "growth": round(last[name][kind] - warm[name][kind], 1),
+            }
+            for name in warm
+        }
+
     ordered = sorted(latencies_ms)
     return {
         "url": url,
@@ -143,10 +162,8 @@ def soak(url: str, pid: int, requests: int, every: int) -> dict[str, Any]:
             "p50": round(statistics.median(ordered), 1),
             "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 1),
         },
-        "rss_mb_after_warmup": warm,
-        "rss_mb_last": last,
-        "rss_mb_peak": peak,
-        "growth_mb": {name: round(last[name] - warm[name], 1) for name in warm},
+        "anon_mb": per_process("anon"),
+        "rss_mb": per_process("rss"),
         "samples": samples,
         "duration_s": round(time.monotonic() - started, 1),
     }
