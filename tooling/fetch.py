@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,14 @@ class _Transient(Exception):
     """An attempt failed in a way worth retrying."""
 
 
+@dataclass
+class _Announced:
+    """What the Hub says of an LFS file (X-Linked-Etag, X-Linked-Size), on any answer."""
+
+    sha256: str | None = None
+    size: int | None = None
+
+
 def download_file(
     url: str,
     dest: Path,
@@ -65,7 +74,7 @@ def download_file(
         log.warning("%s exists but %s; downloading it again", dest, problem)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    announced: dict[str, str | int] = {}
+    announced = _Announced()
     http = client or httpx.Client(
         follow_redirects=True,
         timeout=httpx.Timeout(60.0, connect=15.0),
@@ -90,8 +99,8 @@ def download_file(
         if client is None:
             http.close()
 
-    size = expected_size if expected_size is not None else announced.get("size")
-    problem = check_file(part, size, sha256 or announced.get("sha256"), md5)  # type: ignore[arg-type]
+    size = expected_size if expected_size is not None else announced.size
+    problem = check_file(part, size, sha256 or announced.sha256, md5)
     if problem is not None:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: {problem}")
@@ -109,7 +118,7 @@ def _attempt(
     url: str,
     part: Path,
     expected_size: int | None,
-    announced: dict[str, str | int],
+    announced: _Announced,
     progress: bool,
 ) -> None:
     """One GET that brings `part` to the end of the resource, resuming when it has bytes."""
@@ -175,16 +184,15 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
-def _note_announced(response: httpx.Response, announced: dict[str, str | int]) -> None:
-    """The sha256 and size the Hub sends for an LFS file (X-Linked-Etag, X-Linked-Size), on
-    the redirect or the final answer."""
+def _note_announced(response: httpx.Response, announced: _Announced) -> None:
+    """Keep the first sha256 and size announced, on the redirect or the final answer."""
     for answer in (*response.history, response):
         etag = answer.headers.get("X-Linked-Etag", "").removeprefix("W/").strip('"').lower()
-        if _HEX64.fullmatch(etag):
-            announced.setdefault("sha256", etag)
+        if announced.sha256 is None and _HEX64.fullmatch(etag):
+            announced.sha256 = etag
         size = answer.headers.get("X-Linked-Size", "")
-        if size.isdigit():
-            announced.setdefault("size", int(size))
+        if announced.size is None and size.isdigit():
+            announced.size = int(size)
 
 
 def _bar(part: Path, total: int | None, initial: int, enabled: bool) -> tqdm:
