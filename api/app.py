@@ -106,6 +106,7 @@ def _document_form(content: dict[str, Any]) -> None:
     request = properties.get("request", {})
     if request.get("required") and "request" not in form.setdefault("required", []):
         form["required"].append("request")
+        request.pop("default", None)
     # The `request` part is JSON text, not a form value.
     content.setdefault("encoding", {})["request"] = {"contentType": "application/json"}
 

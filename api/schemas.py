@@ -97,7 +97,8 @@ class PromptRequest(BaseModel):
         """Pydantic's schema, plus the one rule JSON Schema can only spell out case by case:
         as many point_labels as point_coords."""
         schema = super().model_json_schema(*args, **kwargs)
-        schema["anyOf"] = _labels_match_points(_SETTINGS.max_points)
+        # oneOf (the cases exclude each other), as BentoML folds a top-level anyOf/allOf away.
+        schema["oneOf"] = _labels_match_points(_SETTINGS.max_points)
         return schema
 
 
@@ -178,19 +179,6 @@ class GenerateRequest(InpaintRequest):
     def _not_blank(cls, value: str) -> str:
         if not re.search(NON_BLANK, value):
             raise ValueError("text_prompt must not be empty or only whitespace")
-        return value
-
-    @field_validator("text_prompt", "negative_prompt")
-    @classmethod
-    def _encodable(cls, value: str | None) -> str | None:
-        """JSON can carry lone UTF-16 surrogates ("\\ud800"); no tokenizer can read them."""
-        if value is not None:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(
-                    f"must be valid Unicode text: a lone surrogate at character {exc.start}"
-                ) from exc
         return value
 
 
