@@ -107,8 +107,33 @@ def _document_form(content: dict[str, Any]) -> None:
     if request.get("required") and "request" not in form.setdefault("required", []):
         form["required"].append("request")
         request.pop("default", None)
+    _document_prompt_or_mask(form, takes_mask="mask" in properties)
     # The `request` part is JSON text, not a form value.
     content.setdefault("encoding", {})["request"] = {"contentType": "application/json"}
+
+
+# SAM needs a click or a box; JSON null is the same as leaving the field out.
+_HAS_PROMPT = {"not": {"properties": {"point_coords": {"type": "null"}, "box": {"type": "null"}}}}
+_NO_PROMPT = {
+    "properties": {
+        name: {"type": "null"} for name in ("point_coords", "point_labels", "box", "mask_index")
+    }
+}
+
+
+def _document_prompt_or_mask(form: dict[str, Any], takes_mask: bool) -> None:
+    """The object is chosen by SAM prompts in `request`, or (where a route takes one) by an
+    uploaded `mask` with no prompts; never both, never neither."""
+    with_prompt = {"required": ["request"], "properties": {"request": _HAS_PROMPT}}
+    if not takes_mask:
+        form.setdefault("allOf", []).append(with_prompt)
+        return
+    with_prompt["properties"]["mask"] = {"maxItems": 0}
+    with_mask = {
+        "required": ["mask"],
+        "properties": {"mask": {"minItems": 1}, "request": _NO_PROMPT},
+    }
+    form["oneOf"] = [with_prompt, with_mask]
 
 
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:

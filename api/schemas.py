@@ -32,7 +32,8 @@ def utc_timestamp() -> str:
 class PromptRequest(BaseModel):
     """How to pick the object: SAM prompts (points and/or a box) and the mask to keep."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON's true is not the number 1, nor "5" the integer 5 (as OpenAPI says).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     point_coords: (
         Annotated[list[Point], Field(min_length=1, max_length=_SETTINGS.max_points)] | None
@@ -42,7 +43,7 @@ class PromptRequest(BaseModel):
         "a single [x, y] is accepted too.",
         examples=[[[200, 450]]],
     )
-    point_labels: list[Literal[0, 1]] | None = Field(
+    point_labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(
         default=None,
         description="1 = object, 0 = background, one per point (so it needs point_coords); "
         "default all 1.",
@@ -52,7 +53,7 @@ class PromptRequest(BaseModel):
         description="Box prompt: two opposite corners [x0, y0, x1, y1] in original-image "
         "pixels, inside the image (any corner order).",
     )
-    mask_index: Literal[0, 1, 2] | None = Field(
+    mask_index: Annotated[int, Field(ge=0, le=2)] | None = Field(
         default=None, description="Which of SAM's 3 candidate masks to use; null = best score."
     )
 
