@@ -53,6 +53,7 @@ def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
     return app
 
 
+IMAGE_TYPES = "image/png, image/jpeg, image/webp, image/bmp, image/tiff"
 ERROR_STATUSES = {
     "400": "Undecodable image, or a `request` part that is not valid JSON (or nests deeper "
     "than 32 levels), or a multipart body that cannot be parsed",
@@ -107,33 +108,35 @@ def _document_form(content: dict[str, Any]) -> None:
     if request.get("required") and "request" not in form.setdefault("required", []):
         form["required"].append("request")
         request.pop("default", None)
-    _document_prompt_or_mask(form, takes_mask="mask" in properties)
-    # The `request` part is JSON text, not a form value.
-    content.setdefault("encoding", {})["request"] = {"contentType": "application/json"}
+    _document_prompt(form, takes_mask="mask" in properties)
+    # The `request` part is JSON text, not a form value; files are images.
+    encoding = content.setdefault("encoding", {})
+    encoding["request"] = {"contentType": "application/json"}
+    for name in ("image", "mask"):
+        if name in properties:
+            encoding[name] = {"contentType": IMAGE_TYPES}
 
 
-# SAM needs a click or a box; JSON null is the same as leaving the field out.
-_HAS_PROMPT = {"not": {"properties": {"point_coords": {"type": "null"}, "box": {"type": "null"}}}}
-_NO_PROMPT = {
-    "properties": {
-        name: {"type": "null"} for name in ("point_coords", "point_labels", "box", "mask_index")
-    }
+# SAM needs a click or a box (null is the same as leaving a field out). Spelled without
+# `not`, which schemathesis 4.32 cannot evaluate over a form holding files.
+_HAS_PROMPT = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"type": "array"}}}
+        for name in ("point_coords", "box")
+    ]
 }
 
 
-def _document_prompt_or_mask(form: dict[str, Any], takes_mask: bool) -> None:
-    """The object is chosen by SAM prompts in `request`, or (where a route takes one) by an
-    uploaded `mask` with no prompts; never both, never neither."""
-    with_prompt = {"required": ["request"], "properties": {"request": _HAS_PROMPT}}
-    if not takes_mask:
-        form.setdefault("allOf", []).append(with_prompt)
+def _document_prompt(form: dict[str, Any], takes_mask: bool) -> None:
+    """A route without a `mask` part needs SAM prompts in `request`. Where a mask may replace
+    the prompts, the rule spans two parts; it stays in the descriptions, since a form-level
+    combinator over file parts breaks schema-driven clients (schemathesis 4.32)."""
+    if takes_mask:
         return
-    with_prompt["properties"]["mask"] = {"maxItems": 0}
-    with_mask = {
-        "required": ["mask"],
-        "properties": {"mask": {"minItems": 1}, "request": _NO_PROMPT},
-    }
-    form["oneOf"] = [with_prompt, with_mask]
+    if "request" not in form.setdefault("required", []):
+        form["required"].append("request")
+    form["properties"]["request"].update(_HAS_PROMPT)
+    form["properties"]["request"].pop("default", None)
 
 
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:

@@ -176,7 +176,7 @@ def test_openapi_lists_the_real_statuses_and_limits(client: httpx.Client) -> Non
         form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert str(SERVER_ENV["MAX_FILE_SIZE"]) in form["properties"]["image"]["description"]
         assert ("mask" in form["properties"]) == (route != "segment")
-        assert ("request" in form.get("required", [])) == (route in ("fill", "replace"))
+        assert ("request" in form.get("required", [])) == (route != "remove")
     fill = spec["paths"]["/api/v1/fill"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert fill["schema"]["properties"]["mask"]["maxItems"] == 1
     request = fill["schema"]["properties"]["request"]
