@@ -131,12 +131,18 @@ def _document_prompt(form: dict[str, Any], takes_mask: bool) -> None:
     """A route without a `mask` part needs SAM prompts in `request`. Where a mask may replace
     the prompts, the rule spans two parts; it stays in the descriptions, since a form-level
     combinator over file parts breaks schema-driven clients (schemathesis 4.32)."""
+    request = form["properties"]["request"]
     if takes_mask:
+        request["description"] = (
+            "JSON: SAM prompts (point_coords or box) choose the object, unless a `mask` file "
+            "is uploaded; then no prompts."
+        )
         return
+    request["description"] = "JSON: SAM prompts (point_coords or box) for the object."
     if "request" not in form.setdefault("required", []):
         form["required"].append("request")
-    form["properties"]["request"].update(_HAS_PROMPT)
-    form["properties"]["request"].pop("default", None)
+    request.update(_HAS_PROMPT)
+    request.pop("default", None)
 
 
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
