@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 
 from api.app import create_docs_app, create_health_app, document_routes
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
-from api.guard import RequestGuard
+from api.guard import FILE_FIELDS, RequestGuard
 from api.plain_errors import PlainErrorsToJson
 from api.schemas import (
     FillRequest,
@@ -550,8 +550,7 @@ InpaintAnything.add_asgi_middleware(
 InpaintAnything.add_asgi_middleware(
     RequestGuard,
     routes={
-        path: ("image",) if name == "segment" else ("image", "mask")
-        for name, path in ROUTES.items()
+        path: FILE_FIELDS[:1] if name == "segment" else FILE_FIELDS for name, path in ROUTES.items()
     },
     max_file_size=settings.max_file_size,
 )

@@ -32,6 +32,8 @@ from utils.exceptions import (
     ValidationException,
 )
 
+# Every file part a route may take; the body limit allows for all of them.
+FILE_FIELDS = ("image", "mask")
 REQUEST_FIELD = "request"
 # Room for the JSON `request` part and the multipart framing around two files.
 FORM_OVERHEAD = 1024 * 1024
@@ -40,7 +42,7 @@ MAX_JSON_DEPTH = 32
 
 
 class RequestGuard:
-    """`routes` maps each guarded path to the file fields it takes (e.g. image, mask)."""
+    """`routes` maps each guarded path to the file fields it takes (from FILE_FIELDS)."""
 
     def __init__(
         self, app: ASGIApp, routes: Mapping[str, Collection[str]], max_file_size: int
@@ -48,8 +50,7 @@ class RequestGuard:
         self.app = app
         self.routes = {path: tuple(fields) for path, fields in routes.items()}
         self.max_file_size = max_file_size
-        most_files = max((len(fields) for fields in self.routes.values()), default=1)
-        self.max_body = most_files * max_file_size + FORM_OVERHEAD
+        self.max_body = len(FILE_FIELDS) * max_file_size + FORM_OVERHEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
