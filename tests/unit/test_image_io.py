@@ -214,3 +214,12 @@ def test_opaque_upload_output_is_the_flow_result() -> None:
     output = Image.open(io.BytesIO(encode_result(decoded, array, region, "png")))
     assert output.mode == "RGB" and "icc_profile" not in output.info
     np.testing.assert_array_equal(np.asarray(output), array)
+
+
+def test_cmyk_jpeg_becomes_rgb_and_its_cmyk_profile_is_not_carried() -> None:
+    cmyk = Image.new("CMYK", (4, 3), (0, 255, 255, 0))  # red
+    buffer = io.BytesIO()
+    cmyk.save(buffer, format="JPEG", icc_profile=b"\0" * 16 + b"CMYK" + b"\0" * 108)
+    decoded = decode_image(buffer.getvalue(), 100)
+    assert decoded.rgb.shape == (3, 4, 3) and decoded.icc_profile is None
+    assert decoded.rgb[..., 0].min() > 200 and decoded.rgb[..., 1:].max() < 60
