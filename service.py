@@ -29,9 +29,10 @@ from pydantic import BaseModel, ValidationError, WithJsonSchema
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from api.app import create_docs_app, create_health_app, document_errors
+from api.app import create_docs_app, create_health_app, document_routes
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
-from api.guard import RequestGuard
+from api.guard import FILE_FIELDS, RequestGuard
+from api.plain_errors import PlainErrorsToJson
 from api.schemas import (
     FillRequest,
     GenerateRequest,
@@ -64,10 +65,11 @@ from utils.exceptions import (
     ValidationException,
 )
 from utils.image_io import (
+    DecodedImage,
     decode_image,
     decode_mask_image,
-    encode_image,
     encode_mask_base64,
+    encode_result,
     to_base64,
 )
 from utils.log_setup import configure_logging
@@ -96,8 +98,9 @@ ReplaceRequestPart = _documented_json(ReplaceRequest)
 
 @dataclass(frozen=True)
 class Upload:
-    image: np.ndarray
+    image: np.ndarray  # RGB, what the models see (source.rgb)
     mask: np.ndarray | None
+    source: DecodedImage  # alpha and ICC profile, for the output file
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _check_prompt_inside(prompt: PromptRequest, height: int, width: int) -> None
 
 @bentoml.asgi_app(
     create_docs_app(
-        lambda: document_errors(InpaintAnything.openapi_spec.asdict(), ROUTES.values())
+        lambda: document_routes(InpaintAnything.openapi_spec.asdict(), ROUTES.values())
     ),
     path="/",
 )
@@ -273,11 +276,12 @@ class InpaintAnything:
         return error_response(error, request_id)
 
     async def _read_upload(self, image_path: Path, mask_path: Path | None) -> Upload:
-        image = await asyncio.to_thread(
+        source = await asyncio.to_thread(
             lambda: decode_image(image_path.read_bytes(), settings.max_image_pixels)
         )
+        image = source.rgb
         if mask_path is None:
-            return Upload(image, None)
+            return Upload(image, None, source)
         raw_mask = await asyncio.to_thread(
             lambda: decode_mask_image(mask_path.read_bytes(), settings.max_image_pixels)
         )
@@ -286,7 +290,7 @@ class InpaintAnything:
                 f"the mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; they must match"
             )
-        return Upload(image, binarize_mask(raw_mask))
+        return Upload(image, binarize_mask(raw_mask), source)
 
     # --- SAM --------------------------------------------------------------------------------
 
@@ -379,7 +383,7 @@ class InpaintAnything:
             lambda: paste_masked(image, region.restore(inpainted, image), mask)
         )
         result = FlowResult(output, mask, selection, "lama", kernel, None, region.kind)
-        return await self._inpaint_response(request, result)
+        return await self._inpaint_response(request, result, upload.source)
 
     async def _fill(self, request: FillRequest, upload: Upload) -> InpaintResponse:
         selection = await self._select(request, upload)
@@ -393,7 +397,7 @@ class InpaintAnything:
             lambda: paste_masked(image, window.restore(generated, image), mask)
         )
         result = FlowResult(output, mask, selection, "sd", kernel, seed, "window")
-        return await self._inpaint_response(request, result)
+        return await self._inpaint_response(request, result, upload.source)
 
     async def _replace(self, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
         selection = await self._select(request, upload)
@@ -410,15 +414,17 @@ class InpaintAnything:
             lambda: paste_masked(image, letterbox.restore(generated), regenerated)
         )
         result = FlowResult(output, regenerated, selection, "sd", kernel, seed, "letterbox")
-        return await self._inpaint_response(request, result)
+        return await self._inpaint_response(request, result, upload.source)
 
     async def _inpaint_response(
-        self, request: InpaintRequest, result: FlowResult
+        self, request: InpaintRequest, result: FlowResult, source: DecodedImage
     ) -> InpaintResponse:
         height, width = result.image.shape[:2]
         image_b64, mask_b64 = await asyncio.to_thread(
             lambda: (
-                to_base64(encode_image(result.image, request.output_format)),
+                to_base64(
+                    encode_result(source, result.image, result.regenerated, request.output_format)
+                ),
                 encode_mask_base64(result.regenerated),
             )
         )
@@ -542,5 +548,10 @@ InpaintAnything.add_asgi_middleware(
     expose_headers=[REQUEST_ID_HEADER],
 )
 InpaintAnything.add_asgi_middleware(
-    RequestGuard, paths=ROUTES.values(), max_file_size=settings.max_file_size
+    RequestGuard,
+    routes={
+        path: FILE_FIELDS[:1] if name == "segment" else FILE_FIELDS for name, path in ROUTES.items()
+    },
+    max_file_size=settings.max_file_size,
 )
+InpaintAnything.add_asgi_middleware(PlainErrorsToJson, post_routes=ROUTES.values())

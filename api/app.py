@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
+from config.settings import get_settings
 
 VERSION = "0.1.0"
 STARTED_AT = time.monotonic()
@@ -52,31 +53,96 @@ def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
     return app
 
 
+IMAGE_TYPES = "image/png, image/jpeg, image/webp, image/bmp, image/tiff"
 ERROR_STATUSES = {
-    "400": "Undecodable image, or a `request` part that is not valid JSON",
+    "400": "Undecodable image, or a `request` part that is not valid JSON (or nests deeper "
+    "than 32 levels), or a multipart body that cannot be parsed",
+    "404": "No such path",
+    "405": "The path takes POST only",
     "413": "A file over MAX_FILE_SIZE, or an image declaring more than MAX_IMAGE_PIXELS",
     "415": "The body is not multipart/form-data",
-    "422": "An invalid field: point outside the image, mask size mismatch, empty prompt, ...",
-    "500": "An unexpected server error (logged with the request id)",
-    "503": "A model is not loaded",
+    "422": "An invalid field: point outside the image, mask size mismatch, empty prompt, a part "
+    "the route does not take, ...",
+    "503": "A model is not loaded, or the runners are at capacity (retry later)",
     "504": "Processing took longer than PROCESSING_TIMEOUT_S",
 }
 
 
-def document_errors(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
-    """Replace BentoML's generic error entries of our routes with our real error body."""
+def document_routes(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """Our routes as the server really answers them: the error body and statuses that can
+    occur (no 500: every failure a client can cause is a 4xx), and the limits it enforces."""
     schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(schema.pop("$defs", {}))
     schemas["ErrorResponse"] = schema
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     for path in paths:
-        responses = spec["paths"][path]["post"]["responses"]
+        operation = spec["paths"][path]["post"]
+        responses = operation["responses"]
         for status in [s for s in responses if not str(s).startswith("2")]:
             del responses[status]
         for status, description in ERROR_STATUSES.items():
             responses[status] = {"description": description, "content": error}
+        _document_form(operation["requestBody"]["content"]["multipart/form-data"])
     return spec
+
+
+def _document_form(content: dict[str, Any]) -> None:
+    """The multipart parts: file limits, at most one mask, and `request` required when the
+    route has required fields (fill and replace need text_prompt)."""
+    settings = get_settings()
+    form = content["schema"]
+    properties = form["properties"]
+    limits = (
+        f"at most {settings.max_file_size} bytes and {settings.max_image_pixels} pixels; "
+        "PNG, JPEG, WebP, BMP or TIFF"
+    )
+    properties["image"]["description"] = f"The photo: {limits}."
+    if "mask" in properties:
+        properties["mask"].update(
+            maxItems=1,
+            description=f"Optional, at most one file: the region (non-zero pixels, or the "
+            f"painted alpha), the image's size; {limits}. Replaces SAM prompts.",
+        )
+    request = properties.get("request", {})
+    if request.get("required") and "request" not in form.setdefault("required", []):
+        form["required"].append("request")
+        request.pop("default", None)
+    _document_prompt(form, takes_mask="mask" in properties)
+    # The `request` part is JSON text, not a form value; files are images.
+    encoding = content.setdefault("encoding", {})
+    encoding["request"] = {"contentType": "application/json"}
+    for name in ("image", "mask"):
+        if name in properties:
+            encoding[name] = {"contentType": IMAGE_TYPES}
+
+
+# SAM needs a click or a box (null is the same as leaving a field out). Spelled without
+# `not`, which schemathesis 4.32 cannot evaluate over a form holding files.
+_HAS_PROMPT = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"type": "array"}}}
+        for name in ("point_coords", "box")
+    ]
+}
+
+
+def _document_prompt(form: dict[str, Any], takes_mask: bool) -> None:
+    """A route without a `mask` part needs SAM prompts in `request`. Where a mask may replace
+    the prompts, the rule spans two parts; it stays in the descriptions, since a form-level
+    combinator over file parts breaks schema-driven clients (schemathesis 4.32)."""
+    request = form["properties"]["request"]
+    if takes_mask:
+        request["description"] = (
+            "JSON: SAM prompts (point_coords or box) choose the object, unless a `mask` file "
+            "is uploaded; then no prompts."
+        )
+        return
+    request["description"] = "JSON: SAM prompts (point_coords or box) for the object."
+    if "request" not in form.setdefault("required", []):
+        form["required"].append("request")
+    request.update(_HAS_PROMPT)
+    request.pop("default", None)
 
 
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:

@@ -23,10 +23,13 @@ def request_id_from(headers: dict[str, str] | None) -> str:
 
 
 def error_body(error: InpaintError, request_id: str) -> dict[str, object]:
+    # A message may quote the client's input, lone surrogates included; UTF-8 cannot carry
+    # those, so they are escaped rather than crash the response.
+    message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
     return ErrorResponse(
         request_id=request_id,
         timestamp=utc_timestamp(),
-        error=ErrorDetail(code=error.code, message=error.message),
+        error=ErrorDetail(code=error.code, message=message),
     ).model_dump()
 
 

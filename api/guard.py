@@ -1,16 +1,21 @@
 """ASGI middleware that vets uploads to the inference routes before BentoML parses them.
 
 BentoML's own parsing answers malformed input in its own error shape, treats a text value in
-a file field as a URL to download, and lets some bad bytes through as 500s. This guard reads
-the body once (bounded by the size limit), checks the multipart form, answers problems with
-our JSON errors, and replays the body unchanged to BentoML. It also stamps every request with
-an X-Request-ID that the service echoes in its response.
+a file field as a URL to download, names its temporary files after the client's file names
+(a 300-character or NUL-bearing name is a 500) and only knows the lower-case
+`multipart/form-data`. This guard reads the body once (bounded by the size limit), checks the
+multipart form against the fields the route takes, answers problems with our JSON errors, and
+hands BentoML a canonical re-encoding of the same parts: lower-case content type, fresh
+boundary, file parts named after their field. It also stamps every request with an
+X-Request-ID that the service echoes in its response.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import secrets
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.exceptions import HTTPException
@@ -27,34 +32,54 @@ from utils.exceptions import (
     ValidationException,
 )
 
+# Every file part a route may take; the body limit allows for all of them.
 FILE_FIELDS = ("image", "mask")
-FORM_FIELDS = frozenset({"image", "mask", "request"})
+REQUEST_FIELD = "request"
 # Room for the JSON `request` part and the multipart framing around two files.
 FORM_OVERHEAD = 1024 * 1024
+# No valid `request` nests deeper than 3 levels; this bound keeps parsers far from recursion.
+MAX_JSON_DEPTH = 32
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, paths: Iterable[str], max_file_size: int) -> None:
+    """`routes` maps each guarded path to the file fields it takes (from FILE_FIELDS)."""
+
+    def __init__(
+        self, app: ASGIApp, routes: Mapping[str, Collection[str]], max_file_size: int
+    ) -> None:
         self.app = app
-        self.paths = frozenset(paths)
+        self.routes = {path: tuple(fields) for path, fields in routes.items()}
         self.max_file_size = max_file_size
         self.max_body = len(FILE_FIELDS) * max_file_size + FORM_OVERHEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         request_id = request_id_from(dict(headers))
-        scope = {**scope, "headers": _with_request_id(scope["headers"], request_id)}
         try:
-            body = await self._vetted_body(scope, receive, headers)
+            form = await self._vetted_form(scope, receive, headers, self.routes[scope["path"]])
+            try:
+                body, content_type = await _encode_form(form)
+            finally:
+                await form.close()
         except InpaintError as error:
             await error_response(error, request_id)(scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        raw_headers = _replace_headers(
+            scope["headers"],
+            {
+                "content-type": content_type,
+                "content-length": str(len(body)),
+                REQUEST_ID_HEADER: request_id,
+            },
+        )
+        await self.app({**scope, "headers": raw_headers}, _replay(body, receive), send)
 
-    async def _vetted_body(self, scope: Scope, receive: Receive, headers: Headers) -> bytes:
+    async def _vetted_form(
+        self, scope: Scope, receive: Receive, headers: Headers, file_fields: tuple[str, ...]
+    ) -> FormData:
         if headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
             raise UnsupportedMediaTypeException(
                 "send multipart/form-data with a file part `image`, an optional file part "
@@ -69,25 +94,26 @@ class RequestGuard:
         body = await _read_body(receive, self.max_body, self.max_file_size)
         form = await _parse_form(scope, body)
         try:
-            self._check_form(form)
+            self._check_form(form, file_fields)
             await _check_request_part(form)
-        finally:
+        except InpaintError:
             await form.close()
-        return body
+            raise
+        return form
 
-    def _check_form(self, form: FormData) -> None:
-        unknown = sorted(set(form.keys()) - FORM_FIELDS)
+    def _check_form(self, form: FormData, file_fields: tuple[str, ...]) -> None:
+        allowed = (*file_fields, REQUEST_FIELD)
+        unknown = sorted(set(form.keys()) - set(allowed))
         if unknown:
             raise ValidationException(
-                f"unknown form field(s) {', '.join(unknown)}; expected image, mask, request"
+                f"unknown form field(s) {', '.join(unknown)}; this route takes {', '.join(allowed)}"
             )
         if "image" not in form:
             raise ValidationException("the file part `image` is required")
-        for name in FORM_FIELDS:
-            values = form.getlist(name)
-            if len(values) > 1:
+        for name in allowed:
+            if len(form.getlist(name)) > 1:
                 raise ValidationException(f"send at most one `{name}` part")
-        for name in FILE_FIELDS:
+        for name in file_fields:
             value = form.get(name)
             if value is None:
                 continue
@@ -121,7 +147,14 @@ async def _read_body(receive: Receive, limit: int, max_file_size: int) -> bytes:
 
 
 async def _parse_form(scope: Scope, body: bytes) -> FormData:
-    request = Request({**scope, "app": None} if "app" not in scope else scope, _replay(body))
+    # Starlette's parser wants the lower-case media type; `Multipart/Form-Data` is legal too.
+    content_type = Headers(scope=scope).get("content-type", "")
+    media_type, _, params = content_type.partition(";")
+    normal = f"{media_type.strip().lower()};{params}" if params else media_type.strip().lower()
+    headers = _replace_headers(scope["headers"], {"content-type": normal})
+    request_scope = {**scope, "headers": headers}
+    request_scope.setdefault("app", None)
+    request = Request(request_scope, _replay(body))
     try:
         return await request.form(max_files=8, max_fields=8, max_part_size=FORM_OVERHEAD)
     except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
@@ -130,20 +163,72 @@ async def _parse_form(scope: Scope, body: bytes) -> FormData:
 
 
 async def _check_request_part(form: FormData) -> None:
-    """BentoML json.loads the `request` part; make sure that cannot fail on bad bytes."""
-    value = form.get("request")
+    """BentoML json.loads the `request` part; make sure that cannot fail or recurse."""
+    value = form.get(REQUEST_FIELD)
     if value is None:
         return
     raw = await value.read() if isinstance(value, UploadFile) else value.encode()
+    if isinstance(value, UploadFile):
+        await value.seek(0)
     try:
-        json.loads(raw.decode("utf-8"))
+        parsed = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedRequestException(f"the `request` part is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedRequestException(_too_deep()) from exc
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise MalformedRequestException(_too_deep())
 
 
-def _with_request_id(raw_headers: list[tuple[bytes, bytes]], request_id: str) -> list:
-    kept = [(k, v) for k, v in raw_headers if k.lower() != REQUEST_ID_HEADER.encode()]
-    return [*kept, (REQUEST_ID_HEADER.encode(), request_id.encode())]
+def _too_deep() -> str:
+    return f"the `request` part nests more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iterative: no recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+async def _encode_form(form: FormData) -> tuple[bytes, str]:
+    """The vetted parts as a fresh multipart body, and its content type.
+
+    File parts keep their bytes but are named after their field: the client's file name means
+    nothing to the service, and BentoML would build a path from it.
+    """
+    parts: list[tuple[str, bytes, bool]] = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            parts.append((name, await value.read(), True))
+        else:
+            parts.append((name, value.encode("utf-8"), False))
+    boundary = secrets.token_hex(16)
+    while any(boundary.encode() in data for _, data, _ in parts):
+        boundary = secrets.token_hex(16)
+    chunks: list[bytes] = []
+    for name, data, is_file in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{name}"' if is_file else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if is_file:
+            head += "Content-Type: application/octet-stream\r\n"
+        chunks += [head.encode(), b"\r\n", data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def _replace_headers(
+    raw_headers: list[tuple[bytes, bytes]], replacements: Mapping[str, str]
+) -> list[tuple[bytes, bytes]]:
+    names = {name.encode() for name in replacements}
+    kept = [(k, v) for k, v in raw_headers if k.lower() not in names]
+    return kept + [(k.encode(), v.encode("latin-1")) for k, v in replacements.items()]
 
 
 def _replay(body: bytes, receive: Receive | None = None) -> Receive:

@@ -6,6 +6,7 @@ with these models, so a bad field becomes a 422 with our error body, never Bento
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from config.settings import get_settings
 
+# The limits are read once, at import: they are both enforced and published in OpenAPI.
+_SETTINGS = get_settings()
+# A prompt holds at least one non-whitespace character (searched, Python `re` semantics).
+NON_BLANK = r"\S"
 OutputFormat = Literal["png", "jpeg", "webp"]
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
 
@@ -27,21 +32,28 @@ def utc_timestamp() -> str:
 class PromptRequest(BaseModel):
     """How to pick the object: SAM prompts (points and/or a box) and the mask to keep."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON's true is not the number 1, nor "5" the integer 5 (as OpenAPI says).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    point_coords: list[Point] | None = Field(
+    point_coords: (
+        Annotated[list[Point], Field(min_length=1, max_length=_SETTINGS.max_points)] | None
+    ) = Field(
         default=None,
-        description="Click points [[x, y], ...] in original-image pixels; a single [x, y] "
-        "is accepted too.",
+        description="Click points [[x, y], ...] in original-image pixels, inside the image; "
+        "a single [x, y] is accepted too.",
         examples=[[[200, 450]]],
     )
-    point_labels: list[Literal[0, 1]] | None = Field(
-        default=None, description="1 = object, 0 = background, one per point; default all 1."
+    point_labels: list[Annotated[int, Field(ge=0, le=1)]] | None = Field(
+        default=None,
+        description="1 = object, 0 = background, one per point (so it needs point_coords); "
+        "default all 1.",
     )
     box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
-        default=None, description="Box prompt [x0, y0, x1, y1] in original-image pixels."
+        default=None,
+        description="Box prompt: two opposite corners [x0, y0, x1, y1] in original-image "
+        "pixels, inside the image (any corner order).",
     )
-    mask_index: Literal[0, 1, 2] | None = Field(
+    mask_index: Annotated[int, Field(ge=0, le=2)] | None = Field(
         default=None, description="Which of SAM's 3 candidate masks to use; null = best score."
     )
 
@@ -56,14 +68,17 @@ class PromptRequest(BaseModel):
             return [value]
         return value
 
+    @field_validator("box")
+    @classmethod
+    def _box_corners(cls, value: list[float] | None) -> list[float] | None:
+        """Any two opposite corners make the same box; SAM wants top-left, bottom-right."""
+        if value is None:
+            return None
+        x0, y0, x1, y1 = value
+        return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
     @model_validator(mode="after")
-    def _check_prompt_shapes(self) -> PromptRequest:
-        limit = get_settings().max_points
-        if self.point_coords is not None:
-            if len(self.point_coords) == 0:
-                raise ValueError("point_coords must hold at least one [x, y] point")
-            if len(self.point_coords) > limit:
-                raise ValueError(f"at most {limit} points are accepted")
+    def _check_labels(self) -> PromptRequest:
         if self.point_labels is not None:
             if self.point_coords is None:
                 raise ValueError("point_labels given without point_coords")
@@ -72,15 +87,36 @@ class PromptRequest(BaseModel):
                     f"point_labels has {len(self.point_labels)} entries for "
                     f"{len(self.point_coords)} points"
                 )
-        if self.box is not None:
-            x0, y0, x1, y1 = self.box
-            if not (x0 < x1 and y0 < y1):
-                raise ValueError("box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
         return self
 
     @property
     def has_prompt(self) -> bool:
         return self.point_coords is not None or self.box is not None
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Pydantic's schema, plus the one rule JSON Schema can only spell out case by case:
+        as many point_labels as point_coords."""
+        schema = super().model_json_schema(*args, **kwargs)
+        # oneOf (the cases exclude each other), as BentoML folds a top-level anyOf/allOf away.
+        schema["oneOf"] = _labels_match_points(_SETTINGS.max_points)
+        return schema
+
+
+def _labels_match_points(max_points: int) -> list[dict[str, Any]]:
+    """No point_labels, or exactly one per point."""
+    without = {"properties": {"point_labels": {"type": "null"}}}
+    counted = [
+        {
+            "required": ["point_coords", "point_labels"],
+            "properties": {
+                "point_coords": {"type": "array", "minItems": n, "maxItems": n},
+                "point_labels": {"type": "array", "minItems": n, "maxItems": n},
+            },
+        }
+        for n in range(1, max_points + 1)
+    ]
+    return [without, *counted]
 
 
 class SegmentRequest(PromptRequest):
@@ -93,20 +129,15 @@ class InpaintRequest(PromptRequest):
     dilate_kernel_size: int | None = Field(
         default=None,
         ge=0,
+        le=_SETTINGS.max_dilate_kernel_size,
         description="Square dilation kernel applied to the mask; default per flow "
         "(remove 15, fill 50, replace 0).",
     )
     output_format: OutputFormat = Field(
-        default="png", description="png is lossless: pixels outside `mask` are untouched."
+        default="png",
+        description="png is lossless: pixels outside `mask` are untouched. jpeg cannot hold "
+        "transparency: an image with alpha comes back composited on white.",
     )
-
-    @field_validator("dilate_kernel_size")
-    @classmethod
-    def _bounded_dilation(cls, value: int | None) -> int | None:
-        limit = get_settings().max_dilate_kernel_size
-        if value is not None and value > limit:
-            raise ValueError(f"dilate_kernel_size must be at most {limit}")
-        return value
 
 
 class RemoveRequest(InpaintRequest):
@@ -116,32 +147,39 @@ class RemoveRequest(InpaintRequest):
 class GenerateRequest(InpaintRequest):
     """Fill and replace: a Stable Diffusion inpainting run driven by a text prompt."""
 
-    text_prompt: str = Field(description="What to paint (1-1000 characters).")
-    negative_prompt: str | None = Field(default=None, description="What to avoid.")
-    num_inference_steps: int | None = Field(default=None, ge=1, description="Default 50.")
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0, description="Default 7.5.")
+    text_prompt: str = Field(
+        min_length=1,
+        max_length=_SETTINGS.max_prompt_length,
+        json_schema_extra={"pattern": NON_BLANK},
+        description=f"What to paint: 1-{_SETTINGS.max_prompt_length} characters, not only "
+        "whitespace.",
+    )
+    negative_prompt: str | None = Field(
+        default=None,
+        max_length=_SETTINGS.max_prompt_length,
+        description=f"What to avoid: at most {_SETTINGS.max_prompt_length} characters.",
+    )
+    num_inference_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=_SETTINGS.max_inference_steps,
+        description=f"Default {_SETTINGS.default_inference_steps}.",
+    )
+    guidance_scale: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=50.0,
+        description=f"Default {_SETTINGS.default_guidance_scale:g}.",
+    )
     seed: int | None = Field(
         default=None, ge=0, le=2**32 - 1, description="Same seed, same output; null = random."
     )
 
-    @field_validator("text_prompt", "negative_prompt")
+    @field_validator("text_prompt")
     @classmethod
-    def _bounded_prompt(cls, value: str | None, info: Any) -> str | None:
-        if value is None:
-            return None
-        limit = get_settings().max_prompt_length
-        if info.field_name == "text_prompt" and not value.strip():
-            raise ValueError("text_prompt must not be empty")
-        if len(value) > limit:
-            raise ValueError(f"{info.field_name} must be at most {limit} characters")
-        return value
-
-    @field_validator("num_inference_steps")
-    @classmethod
-    def _bounded_steps(cls, value: int | None) -> int | None:
-        limit = get_settings().max_inference_steps
-        if value is not None and value > limit:
-            raise ValueError(f"num_inference_steps must be at most {limit}")
+    def _not_blank(cls, value: str) -> str:
+        if not re.search(NON_BLANK, value):
+            raise ValueError("text_prompt must not be empty or only whitespace")
         return value
 
 

@@ -58,6 +58,12 @@ class ValidationException(InpaintError):
     code = "validation_error"
 
 
+class UnsupportedImageException(ValidationException):
+    """A readable image whose samples cannot be brought to 8 bits without guessing."""
+
+    code = "unsupported_image"
+
+
 class EmptyMaskException(ValidationException):
     code = "empty_mask"
 
@@ -77,3 +83,13 @@ class OverloadedException(InpaintError):
 class ProcessingTimeoutException(InpaintError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "processing_timeout"
+
+
+class NotFoundException(InpaintError):
+    status = HTTPStatus.NOT_FOUND
+    code = "not_found"
+
+
+class MethodNotAllowedException(InpaintError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+    code = "method_not_allowed"

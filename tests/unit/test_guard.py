@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -21,23 +22,44 @@ PATH = "/api/v1/remove"
 
 
 async def _echo(request: Request) -> JSONResponse:
-    """Stands in for BentoML: proves the body arrives unchanged, with the request id."""
-    body = await request.body()
+    """Stands in for BentoML: reports each part as Starlette parses it, with the request id."""
+    form = await request.form()
+    parts = {}
+    for name, value in form.multi_items():
+        data = await value.read() if isinstance(value, UploadFile) else value.encode()
+        parts[name] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "filename": getattr(value, "filename", None),
+        }
     return JSONResponse(
         {
-            "sha256": hashlib.sha256(body).hexdigest(),
+            "parts": parts,
+            "content_type": request.headers["content-type"],
             "request_id": request.headers.get("x-request-id"),
         }
     )
 
 
+SEGMENT = "/api/v1/segment"
+
+
 @pytest.fixture
 def client() -> httpx.AsyncClient:
     inner = Starlette(
-        routes=[Route(PATH, _echo, methods=["POST"]), Route("/other", _echo, methods=["POST"])]
+        routes=[
+            Route(PATH, _echo, methods=["POST"]),
+            Route(SEGMENT, _echo, methods=["POST"]),
+            Route("/other", _echo, methods=["POST"]),
+        ]
     )
-    app = RequestGuard(inner, paths=[PATH], max_file_size=LIMIT)
+    app = RequestGuard(
+        inner, routes={PATH: ("image", "mask"), SEGMENT: ("image",)}, max_file_size=LIMIT
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _assert_error(response: httpx.Response, status: int, code: str, text: str) -> None:
@@ -50,18 +72,68 @@ def _assert_error(response: httpx.Response, status: int, code: str, text: str) -
     assert response.headers["x-request-id"] == body["request_id"]
 
 
-async def test_valid_form_reaches_the_app_byte_for_byte(client: httpx.AsyncClient) -> None:
-    request = client.build_request(
-        "POST",
+async def test_valid_form_reaches_the_app_part_for_part(client: httpx.AsyncClient) -> None:
+    image, mask = b"\x89PNG-bytes" * 100, b"mask-bytes"
+    request_json = json.dumps({"point_coords": [1, 2]})
+    response = await client.post(
         PATH,
-        files={"image": ("a.png", b"\x89PNG-bytes" * 100, "image/png")},
-        data={"request": json.dumps({"point_coords": [1, 2]})},
+        files={"image": ("a.png", image, "image/png"), "mask": ("m.png", mask, "image/png")},
+        data={"request": request_json},
         headers={"x-request-id": "client-id-42"},
     )
-    sent = hashlib.sha256(b"".join(request.stream)).hexdigest()
-    response = await client.send(request)
     assert response.status_code == 200
-    assert response.json() == {"sha256": sent, "request_id": "client-id-42"}
+    body = response.json()
+    assert body["request_id"] == "client-id-42"
+    assert body["parts"] == {
+        "image": {"sha256": _sha(image), "filename": "image"},
+        "mask": {"sha256": _sha(mask), "filename": "mask"},
+        "request": {"sha256": _sha(request_json.encode()), "filename": None},
+    }
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["x" * 300 + ".png", "a\x00b.png", "../../etc/passwd", "фото.png"],
+)
+async def test_any_file_name_reaches_the_app_as_the_field_name(
+    client: httpx.AsyncClient, filename: str
+) -> None:
+    response = await client.post(PATH, files={"image": (filename, b"pixels")})
+    assert response.status_code == 200, response.text
+    assert response.json()["parts"]["image"] == {"sha256": _sha(b"pixels"), "filename": "image"}
+
+
+async def test_media_type_casing_is_accepted_and_normalised(client: httpx.AsyncClient) -> None:
+    request = client.build_request("POST", PATH, files={"image": ("a", b"pixels")})
+    boundary = request.headers["content-type"].split("boundary=")[1]
+    request.headers["content-type"] = f"Multipart/Form-Data; boundary={boundary}"
+    response = await client.send(request)
+    assert response.status_code == 200, response.text
+    assert response.json()["content_type"].startswith("multipart/form-data; boundary=")
+    assert response.json()["parts"]["image"]["sha256"] == _sha(b"pixels")
+
+
+async def test_a_route_without_mask_refuses_one(client: httpx.AsyncClient) -> None:
+    files = {"image": ("a", b"1"), "mask": ("m", b"2")}
+    _assert_error(await client.post(SEGMENT, files=files), 422, "validation_error", "mask")
+    assert (await client.post(SEGMENT, files={"image": ("a", b"1")})).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [33, 1_100, 100_000])
+async def test_deeply_nested_request_json_is_a_400(client: httpx.AsyncClient, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    response = await client.post(
+        PATH, files={"image": ("a", b"1")}, data={"request": '{"box": ' + nested + "}"}
+    )
+    _assert_error(response, 400, "malformed_request", "nests more than 32 levels")
+
+
+async def test_request_json_at_the_depth_limit_passes(client: httpx.AsyncClient) -> None:
+    nested = "[" * 31 + "]" * 31
+    response = await client.post(
+        PATH, files={"image": ("a", b"1")}, data={"request": '{"box": ' + nested + "}"}
+    )
+    assert response.status_code == 200
 
 
 async def test_a_request_id_is_made_when_the_client_sends_none_or_junk(
