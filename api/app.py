@@ -54,9 +54,11 @@ def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
 
 ERROR_STATUSES = {
     "400": "Undecodable image, or a `request` part that is not valid JSON",
+    "401": "API_KEYS is set and the request has no valid key (X-API-Key or Bearer)",
     "413": "A file over MAX_FILE_SIZE, or an image declaring more than MAX_IMAGE_PIXELS",
     "415": "The body is not multipart/form-data",
     "422": "An invalid field: point outside the image, mask size mismatch, empty prompt, ...",
+    "429": "The caller's rate limit is reached; retry after the Retry-After seconds",
     "500": "An unexpected server error (logged with the request id)",
     "503": "A model is not loaded",
     "504": "Processing took longer than PROCESSING_TIMEOUT_S",

@@ -77,3 +77,21 @@ class OverloadedException(InpaintError):
 class ProcessingTimeoutException(InpaintError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "processing_timeout"
+
+
+class UnauthorizedException(InpaintError):
+    """API_KEYS is set and the request carries none of them."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthorized"
+
+
+class RateLimitedException(InpaintError):
+    """The caller's token bucket holds fewer tokens than the route costs."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
