@@ -79,9 +79,21 @@ class ObserveMiddleware:
         record = RequestRecord(self.route_of(scope["path"]))
         response = _ResponseFacts()
         started = time.perf_counter()
+        done = False
+
+        def finish() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                request_id = response.request_id or request_id_from(dict(Headers(scope=scope)))
+                self._record(scope, record, response, request_id, time.perf_counter() - started)
 
         async def observed_send(message: Message) -> None:
             response.see(message)
+            # Recorded before the last byte leaves: a client that scrapes /metrics right
+            # after its response then finds its request counted.
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finish()
             await send(message)
 
         token = _current.set(record)
@@ -89,8 +101,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, observed_send)
         finally:
             _current.reset(token)
-            request_id = response.request_id or request_id_from(dict(Headers(scope=scope)))
-            self._record(scope, record, response, request_id, time.perf_counter() - started)
+            finish()  # the app raised, or ended without a response
 
     def _record(
         self,
