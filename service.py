@@ -555,7 +555,7 @@ InpaintAnything.add_asgi_middleware(
     expose_headers=[REQUEST_ID_HEADER],
 )
 # Metrics and logs, then API keys, then the rate limit: see api/production.py.
-add_production_middleware(InpaintAnything, settings, [*ROUTES, "health", "ready"])
+add_production_middleware(InpaintAnything, settings, extra_routes=["health", "ready"])
 InpaintAnything.add_asgi_middleware(
     RequestGuard, paths=ROUTES.values(), max_file_size=settings.max_file_size
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from api.auth import ApiKeyAuth
 from api.observe import ObserveMiddleware
-from api.rate_limit import RateLimit, make_buckets
+from api.rate_limit import API_PREFIX, RateLimit, make_buckets
 from config.settings import Settings
 
 
@@ -23,9 +23,17 @@ class _LazyRateLimit(RateLimit):
         super().__init__(app, make_buckets(settings), settings.rate_limit_costs)
 
 
-def add_production_middleware(service: Any, settings: Settings, routes: Iterable[str]) -> None:
-    """`routes`: the names under /api/v1 that metrics label individually."""
-    service.add_asgi_middleware(ObserveMiddleware, routes=list(routes))
+def add_production_middleware(
+    service: Any, settings: Settings, extra_routes: Iterable[str] = ()
+) -> None:
+    """Call once the service's APIs are defined: their routes under /api/v1, and the names
+    in `extra_routes` (routes of mounted apps), are the values of the metrics' `route` label."""
+    routes = {
+        method.route.removeprefix(API_PREFIX).split("/", 1)[0]
+        for method in service.apis.values()
+        if method.route.startswith(API_PREFIX)
+    }
+    service.add_asgi_middleware(ObserveMiddleware, routes=sorted(routes | set(extra_routes)))
     if settings.api_keys:
         service.add_asgi_middleware(
             ApiKeyAuth,

@@ -135,3 +135,27 @@ def test_a_route_cost_above_the_capacity_is_refused(monkeypatch: pytest.MonkeyPa
         Settings(_env_file=None)  # the default costs fill and replace 5
     monkeypatch.setenv("RATE_LIMIT_COSTS", '{"fill": 4, "replace": 2}')
     assert Settings(_env_file=None).rate_limit_costs == {"fill": 4, "replace": 2}
+
+
+def test_the_service_gets_observation_then_keys_then_the_limit() -> None:
+    from types import SimpleNamespace
+
+    from api.observe import ObserveMiddleware
+    from api.production import add_production_middleware
+
+    service = SimpleNamespace(
+        apis={"segment": SimpleNamespace(route="/api/v1/segment")},
+        middlewares=[],
+    )
+    service.add_asgi_middleware = lambda cls, **options: service.middlewares.append((cls, options))
+    settings = Settings(_env_file=None, api_keys=["k"], rate_limit_capacity=10)
+    add_production_middleware(service, settings, extra_routes=["health"])
+    classes = [cls for cls, _ in service.middlewares]
+    assert classes[0] is ObserveMiddleware and service.middlewares[0][1]["routes"] == [
+        "health",
+        "segment",
+    ]
+    assert classes[1] is ApiKeyAuth and issubclass(classes[2], RateLimit)
+    service.middlewares.clear()
+    add_production_middleware(service, Settings(_env_file=None))  # open, unlimited
+    assert [cls for cls, _ in service.middlewares] == [ObserveMiddleware]
