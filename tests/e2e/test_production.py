@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bentoml
 import httpx
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ from tests.e2e.helpers import assert_error, example_cases, example_path, load_rg
 
 pytestmark = pytest.mark.e2e
 
-KEYS = {name: f"{name}-{uuid.uuid4().hex}" for name in ("auth", "rate", "shared", "metrics")}
+KEYS = {
+    name: f"{name}-{uuid.uuid4().hex}" for name in ("auth", "client", "rate", "shared", "metrics")
+}
 RATE_KEYS = "inpaint:rate:*"
 DOG = example_cases()["remove-dog"]
 CLICK = {"point_coords": DOG["point_coords"], "point_labels": DOG["point_labels"]}
@@ -123,6 +126,10 @@ def test_keys_guard_the_api_and_leave_health_open(servers: Pair) -> None:
     with httpx.Client(base_url=servers.b.url, timeout=30) as b:
         for path in ("/metrics", "/docs", "/openapi.json", "/"):
             assert b.get(path).status_code == 200, path
+    # The BentoML client sends its `token` as a Bearer key.
+    with bentoml.SyncHTTPClient(servers.a.url, token=KEYS["client"], timeout=120) as client:
+        segmented = client.segment(image=example_path(DOG), request=CLICK)
+    assert segmented["success"] is True and len(segmented["masks"]) == 3
 
 
 def test_a_key_is_limited_when_its_bucket_is_empty_and_passes_once_it_refills(
