@@ -32,7 +32,10 @@ from starlette.responses import JSONResponse
 from api.app import create_docs_app, create_health_app, document_routes
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
 from api.guard import FILE_FIELDS, RequestGuard
+from api.metrics import count_embedding_cache
+from api.observe import stage
 from api.plain_errors import PlainErrorsToJson
+from api.production import add_production_middleware
 from api.schemas import (
     FillRequest,
     GenerateRequest,
@@ -244,7 +247,8 @@ class InpaintAnything:
                 request = _parse_request(model, raw_request)
                 if len(masks) > 1:
                     raise ValidationException("send at most one `mask` file")
-                upload = await self._read_upload(image, masks[0] if masks else None)
+                with stage("decode"):
+                    upload = await self._read_upload(image, masks[0] if masks else None)
                 body = await flow(request, upload)
         except TimeoutError:
             error: InpaintError = ProcessingTimeoutException(
@@ -262,16 +266,7 @@ class InpaintAnything:
             elapsed_ms = (time.perf_counter() - started) * 1000
             body.request_id = request_id  # type: ignore[attr-defined]
             body.metadata.processing_time_ms = round(elapsed_ms, 1)  # type: ignore[attr-defined]
-            logger.info("%s %s 200 in %.0f ms", route, request_id, elapsed_ms)
             return body
-        logger.info(
-            "%s %s %d %s in %.0f ms",
-            route,
-            request_id,
-            error.status,
-            error.code,
-            (time.perf_counter() - started) * 1000,
-        )
         ctx.response.status_code = int(error.status)
         return error_response(error, request_id)
 
@@ -296,21 +291,29 @@ class InpaintAnything:
 
     async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
         """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
-        # Hashing megabytes of pixels is no work for the event loop.
-        key = await asyncio.to_thread(embedding_key, image, (await self._model_tags())["sam"])
-        embedding = await self.cache.get(key)
+        sam_tag = (await self._model_tags())["sam"]
+        with stage("cache"):
+            # Hashing megabytes of pixels is no work for the event loop.
+            key = await asyncio.to_thread(embedding_key, image, sam_tag)
+            embedding = await self.cache.get(key)
         cached = embedding is not None
+        count_embedding_cache(hit=cached)
         if embedding is None:
-            embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
-            await self.cache.put(key, embedding)
-        result = await call_runner(
-            self.sam.to_async.decode,
-            embedding=embedding,
-            image_size=list(image.shape[:2]),
-            prompt=SamPrompt(
-                point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
-            ),
-        )
+            with stage("embed"):
+                embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
+            with stage("cache"):
+                await self.cache.put(key, embedding)
+        with stage("mask"):
+            result = await call_runner(
+                self.sam.to_async.decode,
+                embedding=embedding,
+                image_size=list(image.shape[:2]),
+                prompt=SamPrompt(
+                    point_coords=prompt.point_coords,
+                    point_labels=prompt.point_labels,
+                    box=prompt.box,
+                ),
+            )
         return result, cached
 
     async def _prompted_candidates(
@@ -351,7 +354,10 @@ class InpaintAnything:
         height, width = upload.image.shape[:2]
         result, cached = await self._prompted_candidates(request, upload.image)
         scores = [float(s) for s in result["scores"]]
-        masks = await asyncio.to_thread(lambda: [encode_mask_base64(m) for m in result["masks"]])
+        with stage("encode"):
+            masks = await asyncio.to_thread(
+                lambda: [encode_mask_base64(m) for m in result["masks"]]
+            )
         return SegmentResponse(
             request_id="",
             timestamp=utc_timestamp(),
@@ -378,10 +384,12 @@ class InpaintAnything:
         )
         part_image, part_mask = region.extract(image, mask)
         item = np.dstack([part_image, mask_to_png_array(part_mask)])
-        inpainted = (await call_runner(self.lama.to_async.inpaint, [item]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, region.restore(inpainted, image), mask)
-        )
+        with stage("inpaint"):
+            inpainted = (await call_runner(self.lama.to_async.inpaint, [item]))[0]
+        with stage("composite"):
+            output = await asyncio.to_thread(
+                lambda: paste_masked(image, region.restore(inpainted, image), mask)
+            )
         result = FlowResult(output, mask, selection, "lama", kernel, None, region.kind)
         return await self._inpaint_response(request, result, upload.source)
 
@@ -392,10 +400,12 @@ class InpaintAnything:
         mask = dilate_mask(selection.mask, kernel)
         window = plan_fill_window(image.shape[:2], mask, await self._sd_resolution())
         job, seed = _sd_job(request, window.crop_image(image), window.crop_mask(mask))
-        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, window.restore(generated, image), mask)
-        )
+        with stage("inpaint"):
+            generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
+        with stage("composite"):
+            output = await asyncio.to_thread(
+                lambda: paste_masked(image, window.restore(generated, image), mask)
+            )
         result = FlowResult(output, mask, selection, "sd", kernel, seed, "window")
         return await self._inpaint_response(request, result, upload.source)
 
@@ -409,10 +419,12 @@ class InpaintAnything:
         # The letterbox padding is outside the object, so it is regenerated too.
         window_mask = invert_mask(letterbox.apply_mask(keep))
         job, seed = _sd_job(request, letterbox.apply_image(image), window_mask)
-        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, letterbox.restore(generated), regenerated)
-        )
+        with stage("inpaint"):
+            generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
+        with stage("composite"):
+            output = await asyncio.to_thread(
+                lambda: paste_masked(image, letterbox.restore(generated), regenerated)
+            )
         result = FlowResult(output, regenerated, selection, "sd", kernel, seed, "letterbox")
         return await self._inpaint_response(request, result, upload.source)
 
@@ -420,14 +432,17 @@ class InpaintAnything:
         self, request: InpaintRequest, result: FlowResult, source: DecodedImage
     ) -> InpaintResponse:
         height, width = result.image.shape[:2]
-        image_b64, mask_b64 = await asyncio.to_thread(
-            lambda: (
-                to_base64(
-                    encode_result(source, result.image, result.regenerated, request.output_format)
-                ),
-                encode_mask_base64(result.regenerated),
+        with stage("encode"):
+            image_b64, mask_b64 = await asyncio.to_thread(
+                lambda: (
+                    to_base64(
+                        encode_result(
+                            source, result.image, result.regenerated, request.output_format
+                        )
+                    ),
+                    encode_mask_base64(result.regenerated),
+                )
             )
-        )
         return InpaintResponse(
             request_id="",
             timestamp=utc_timestamp(),
@@ -547,6 +562,8 @@ InpaintAnything.add_asgi_middleware(
     allow_headers=["*"],
     expose_headers=[REQUEST_ID_HEADER],
 )
+# Metrics and logs, then API keys, then the rate limit: see api/production.py.
+add_production_middleware(InpaintAnything, settings, extra_routes=["health", "ready"])
 InpaintAnything.add_asgi_middleware(
     RequestGuard,
     routes={

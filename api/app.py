@@ -57,12 +57,14 @@ IMAGE_TYPES = "image/png, image/jpeg, image/webp, image/bmp, image/tiff"
 ERROR_STATUSES = {
     "400": "Undecodable image, or a `request` part that is not valid JSON (or nests deeper "
     "than 32 levels), or a multipart body that cannot be parsed",
+    "401": "API_KEYS is set and the request has no valid key (X-API-Key or Bearer)",
     "404": "No such path",
     "405": "The path takes POST only",
     "413": "A file over MAX_FILE_SIZE, or an image declaring more than MAX_IMAGE_PIXELS",
     "415": "The body is not multipart/form-data",
     "422": "An invalid field: point outside the image, mask size mismatch, empty prompt, a part "
     "the route does not take, ...",
+    "429": "The caller's rate limit is reached; retry after the Retry-After seconds",
     "503": "A model is not loaded, or the runners are at capacity (retry later)",
     "504": "Processing took longer than PROCESSING_TIMEOUT_S",
 }

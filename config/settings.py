@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,31 @@ class Settings(BaseSettings):
     # --- HTTP -----------------------------------------------------------------------------
     allowed_origins: Annotated[list[str], NoDecode] = ["*"]
 
-    @field_validator("allowed_origins", mode="before")
+    # --- production: API keys, rate limits, logs (api/auth.py, api/rate_limit.py) ----------
+    # Empty: the API is open. Otherwise every /api/v1 route but health and ready needs one of
+    # these keys in X-API-Key or `Authorization: Bearer`.
+    api_keys: Annotated[list[str], NoDecode] = []
+    metrics_require_key: bool = False  # /metrics needs a key too
+    docs_require_key: bool = False  # /docs, /redoc and /openapi.json need a key too
+    # Token bucket per key (per client address without keys), over Redis when REDIS_URL is
+    # set. 0 = no limit. A POST to /api/v1/<route> takes RATE_LIMIT_COSTS[route] tokens (1
+    # when not listed); the bucket holds CAPACITY tokens and regains REFILL_PER_S a second.
+    rate_limit_capacity: int = Field(default=0, ge=0)
+    rate_limit_refill_per_s: float = Field(default=1.0, gt=0)
+    rate_limit_costs: dict[str, Annotated[int, Field(ge=0)]] = {"fill": 5, "replace": 5}
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
+
+    @model_validator(mode="after")
+    def _costs_fit_the_bucket(self) -> Settings:
+        too_big = {r: c for r, c in self.rate_limit_costs.items() if c > self.rate_limit_capacity}
+        if self.rate_limit_capacity and too_big:
+            raise ValueError(
+                f"RATE_LIMIT_COSTS {too_big} exceed RATE_LIMIT_CAPACITY="
+                f"{self.rate_limit_capacity}: those routes could never be called"
+            )
+        return self
+
+    @field_validator("allowed_origins", "api_keys", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         """Accept a JSON list (the work order's `["*"]`) or a comma-separated string."""

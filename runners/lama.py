@@ -15,6 +15,7 @@ import numpy as np
 
 from config.settings import get_settings
 from models.store import LAMA_FOLDER, resolve_tags
+from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
 
 if TYPE_CHECKING:
@@ -40,9 +41,13 @@ class LamaRunner(ModelRunner):
         from models.lama_inference import inpaint_batch
 
         self.state.require()
+        model_work_started(self.kind, "inpaint", len(items))
         pairs = [(item[..., :3], item[..., 3]) for item in items]
         return inpaint_batch(self.generator, pairs, self.state.device)
 
     @bentoml.api
     def status(self) -> dict[str, Any]:
         return self.state.report()
+
+
+LamaRunner.add_asgi_middleware(RunnerArrivals)

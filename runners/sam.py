@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from config.settings import get_settings
 from models.store import resolve_tags
+from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class SamRunner(ModelRunner):
         import torch
 
         self.state.require()
+        model_work_started(self.kind, "embed", len(images))
         device = self.state.device
         with torch.inference_mode():
             batch = torch.cat(
@@ -76,6 +78,7 @@ class SamRunner(ModelRunner):
         import torch
 
         self.state.require()
+        model_work_started(self.kind, "decode", 1)
         device = self.state.device
         original_size = (int(image_size[0]), int(image_size[1]))
         points = None
@@ -110,3 +113,6 @@ class SamRunner(ModelRunner):
     @bentoml.api
     def status(self) -> dict[str, Any]:
         return self.state.report()
+
+
+SamRunner.add_asgi_middleware(RunnerArrivals)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
+from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
 from utils.masks import mask_to_png_array
 
@@ -68,6 +69,7 @@ class SdRunner(ModelRunner):
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
         """Generated SxSx3 uint8 windows, in the order of `jobs`."""
         self.state.require()
+        model_work_started(self.kind, "inpaint", len(jobs))
         groups: dict[tuple[int, float, tuple[int, ...]], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
             groups[job.group_key()].append(index)
@@ -102,3 +104,6 @@ class SdRunner(ModelRunner):
     @bentoml.api
     def status(self) -> dict[str, Any]:
         return self.state.report()
+
+
+SdRunner.add_asgi_middleware(RunnerArrivals)

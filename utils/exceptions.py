@@ -93,3 +93,21 @@ class NotFoundException(InpaintError):
 class MethodNotAllowedException(InpaintError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
     code = "method_not_allowed"
+
+
+class UnauthorizedException(InpaintError):
+    """API_KEYS is set and the request carries none of them."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthorized"
+
+
+class RateLimitedException(InpaintError):
+    """The caller's token bucket holds fewer tokens than the route costs."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
