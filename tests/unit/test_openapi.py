@@ -41,7 +41,9 @@ def _form(spec: dict[str, Any], route: str) -> dict[str, Any]:
 
 def test_error_statuses_are_the_real_ones_without_500() -> None:
     responses = _spec()["paths"]["/api/v1/fill"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "404", "405", "413", "415", "422", "503", "504"}
+    assert set(responses) == {
+        *("200", "400", "401", "404", "405", "413", "415", "422", "429", "503", "504")
+    }
     assert responses["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"
     }
