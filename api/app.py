@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from api.pages import VENDOR_URL, page_routes
 from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
 VERSION = "0.1.0"
@@ -80,21 +81,37 @@ def document_errors(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any
 
 
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
-    """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec."""
+    """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec, with
+    their scripts served from here (no CDN), and the editor's pages."""
 
     async def spec(_: Request) -> JSONResponse:
         return JSONResponse(openapi_spec())
 
     async def swagger(_: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{TITLE} - Swagger UI")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{TITLE} - Swagger UI",
+            swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{VENDOR_URL}/favicon-32x32.png",
+            # Swagger UI would send the spec to validator.swagger.io for its badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
     async def redoc(_: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{TITLE} - ReDoc")
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{TITLE} - ReDoc",
+            redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{VENDOR_URL}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
 
     return Starlette(
         routes=[
             Route("/openapi.json", spec, methods=["GET"]),
             Route("/docs", swagger, methods=["GET"]),
             Route("/redoc", redoc, methods=["GET"]),
+            *page_routes(),
         ]
     )

@@ -1,0 +1,49 @@
+"""The pages a browser opens: the editor at / and its static files under /static.
+
+Everything the pages load is served from web/static (the page's own modules, and the pinned
+packages that web/build.sh copies into web/static/vendor), so they work on a host without
+internet and request nothing from any other host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+WEB_STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+STATIC_PATH = "/static"
+VENDOR_URL = f"{STATIC_PATH}/vendor"
+# The editor loads nothing from elsewhere; the CSP makes the browser hold it to that.
+EDITOR_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; "
+    "script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self' blob: data:; worker-src 'self' blob:"
+)
+
+
+class StaticAssets(StaticFiles):
+    """web/static, revalidated on every load so a new release is never mixed with old files."""
+
+    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        response = super().file_response(*args, **kwargs)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+
+async def editor(_: Request) -> Response:
+    return FileResponse(
+        WEB_STATIC / "index.html",
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": EDITOR_CSP},
+    )
+
+
+def page_routes() -> list[BaseRoute]:
+    """The editor at / (in place of BentoML's index page) and the files it loads."""
+    return [
+        Route("/", editor, methods=["GET"]),
+        Mount(STATIC_PATH, StaticAssets(directory=WEB_STATIC, check_dir=False), name="static"),
+    ]
