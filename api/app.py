@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from api.pages import VENDOR_URL, page_routes
+from api.pages import DOCS_CSP, VENDOR_URL, page_routes
 from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
 VERSION = "0.1.0"
@@ -80,15 +80,26 @@ def document_errors(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any
     return spec
 
 
+API_DESCRIPTION = (
+    "Click an object in a photo: SAM segments it, LaMa removes it, Stable Diffusion fills it "
+    "or replaces its surroundings. The editor is at `/`. Errors are always "
+    '`{"success": false, "request_id", "timestamp", "error": {"code", "message"}}`.'
+)
+
+
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
     """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec, with
     their scripts served from here (no CDN), and the editor's pages."""
 
     async def spec(_: Request) -> JSONResponse:
-        return JSONResponse(openapi_spec())
+        document = openapi_spec()
+        # BentoML's generic info embeds badge images from other hosts: the docs must load
+        # nothing from elsewhere.
+        document["info"] = {"title": TITLE, "version": VERSION, "description": API_DESCRIPTION}
+        return JSONResponse(document)
 
     async def swagger(_: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{TITLE} - Swagger UI",
             swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js",
@@ -97,15 +108,19 @@ def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
             # Swagger UI would send the spec to validator.swagger.io for its badge.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     async def redoc(_: Request) -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url="/openapi.json",
             title=f"{TITLE} - ReDoc",
             redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{VENDOR_URL}/favicon-32x32.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     return Starlette(
         routes=[

@@ -24,6 +24,13 @@ EDITOR_CSP = (
     "connect-src 'self' blob: data:; worker-src 'self' blob:"
 )
 
+# Swagger UI and ReDoc are started by an inline script; ReDoc's sidebar would fetch its
+# vendor's logo from a CDN, which img-src forbids (the browser never sends the request).
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; connect-src 'self'; worker-src 'self' blob:"
+)
+
 
 class StaticAssets(StaticFiles):
     """web/static, revalidated on every load so a new release is never mixed with old files."""
