@@ -101,10 +101,6 @@ FillRequestPart = _documented_json(FillRequest)
 ReplaceRequestPart = _documented_json(ReplaceRequest)
 
 
-class EmbeddingRequest(PromptRequest):
-    """/embedding takes no options; an empty `request` is allowed, prompts are refused."""
-
-
 @dataclass(frozen=True)
 class Upload:
     image: np.ndarray
@@ -190,6 +186,10 @@ class InpaintAnything:
     sam = bentoml.depends(SamRunner)
     lama = bentoml.depends(LamaRunner)
     sd = bentoml.depends(SdRunner)
+    # Job progress polls and cancels on a client of their own: BentoML's client closes its
+    # session, in-flight calls included, after 100 requests, and a poll must never be what
+    # breaks (and so retries) a running SD call.
+    sd_monitor = bentoml.depends(SdRunner)
 
     def __init__(self) -> None:
         configure_logging(settings.log_level)
@@ -201,7 +201,7 @@ class InpaintAnything:
             settings.job_ttl_s,
             settings.job_max_running,
             progress=self._job_progress,
-            cancel=lambda job_id: call_runner(self.sd.to_async.cancel, job_id=job_id),
+            cancel=lambda job_id: call_runner(self.sd_monitor.to_async.cancel, job_id=job_id),
         )
         logger.info("SAM embedding cache: %s", self.cache.name)
 
@@ -258,7 +258,7 @@ class InpaintAnything:
         """The photo's SAM image embedding, from the cache the routes share, for running
         SAM's decoder (`/api/v1/sam-decoder.onnx`) in the browser."""
         return await self._respond(
-            ctx, "embedding", self._embedding, EmbeddingRequest, image, None, ()
+            ctx, "embedding", self._embedding, PromptRequest, image, None, ()
         )
 
     @bentoml.api(route=EXTRA_ROUTES["jobs/fill"])
@@ -327,7 +327,8 @@ class InpaintAnything:
         return self._reply(ctx, f"jobs/{route}", request_id, started, outcome)
 
     async def _job_progress(self, job_id: str) -> dict[str, Any] | None:
-        return (await call_runner(self.sd.to_async.progress, job_ids=[job_id])).get(job_id)
+        report = await call_runner(self.sd_monitor.to_async.progress, job_ids=[job_id])
+        return report.get(job_id)
 
     async def _export_decoder(self) -> bytes:
         return (await call_runner(self.sam.to_async.decoder_onnx)).tobytes()
@@ -486,9 +487,7 @@ class InpaintAnything:
 
     # --- flows ------------------------------------------------------------------------------
 
-    async def _embedding(self, request: EmbeddingRequest, upload: Upload) -> EmbeddingResponse:
-        if request.has_prompt or request.mask_index is not None or upload.mask is not None:
-            raise ValidationException("/embedding takes only the `image`; no prompt, no mask")
+    async def _embedding(self, _: PromptRequest, upload: Upload) -> EmbeddingResponse:
         height, width = upload.image.shape[:2]
         key, embedding, cached = await self._embed(upload.image)
         data, dtype, shape = await asyncio.to_thread(encode_embedding, embedding)

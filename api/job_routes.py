@@ -96,7 +96,9 @@ def document_job_submits(spec: dict[str, Any], paths: list[str]) -> dict[str, An
     """The submit routes answer 202 (BentoML documents every route as 200)."""
     for path in paths:
         responses = spec["paths"][path]["post"]["responses"]
-        accepted = responses.pop("200", None) or {}
+        # BentoML's spec keys statuses by int until it is serialised.
+        ok = next((status for status in responses if str(status) == "200"), None)
+        accepted = responses.pop(ok) if ok is not None else {}
         accepted["description"] = "The job is queued; poll status_url, then fetch result_url"
         responses["202"] = accepted
     return spec
