@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from config.settings import get_settings
 from models.store import resolve_tags
 from runners.runtime import ModelRunner, batching, runner_service_config
+from runners.sam_onnx import DecoderExport
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,7 @@ class SamPrompt(BaseModel):
 class SamRunner(ModelRunner):
     kind = "sam"
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sam"])
+    decoder_export = DecoderExport()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from segment_anything.utils.transforms import ResizeLongestSide
@@ -106,6 +108,13 @@ class SamRunner(ModelRunner):
             masks = self.model.postprocess_masks(low_res, input_size, original_size)
             masks = masks > self.model.mask_threshold
         return {"masks": masks[0].cpu().numpy(), "scores": iou[0].float().cpu().numpy()}
+
+    @bentoml.api
+    def decoder_onnx(self) -> np.ndarray:
+        """The loaded model's prompt encoder + mask decoder as an ONNX file (uint8 bytes),
+        exported on the first call (see runners.sam_onnx)."""
+        self.state.require()
+        return np.frombuffer(self.decoder_export.get(self.model), dtype=np.uint8)
 
     @bentoml.api
     def status(self) -> dict[str, Any]:
