@@ -6,12 +6,15 @@ be attempted. Click positions are photo pixels mapped proportionally onto the st
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -20,7 +23,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.e2e.browser import OfflinePage, browser  # noqa: F401 (the fixture)
 from tests.e2e.conftest import Server
-from tests.e2e.helpers import EXAMPLES, dilate, load_rgb
+from tests.e2e.helpers import EXAMPLES, decode_b64_mask, dilate, load_rgb, post
 
 pytestmark = pytest.mark.e2e
 
@@ -276,3 +279,35 @@ def test_browser_decoder_cost(
     record_property("editor_metrics", metrics)
     print("editor metrics:", metrics)
     assert offline.external == [] and offline.errors == []
+
+
+def test_browser_mask_math_matches_the_server(server: Server, offline: OfflinePage) -> None:
+    """The decoder in the browser selects what /segment selects for the same click, and the
+    dilation shown is cv2.dilate's."""
+    page = offline.page
+    open_photo(page, server.url)
+    if mode(page) != "browser":
+        pytest.fail("the browser could not run the decoder: " + page.inner_text("#decoder-note"))
+    page.mouse.click(*on_stage(page, *DOG_CLICK))
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    data_url = page.evaluate("editorMaskPng()")
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as upload:
+        browser_mask = np.asarray(upload.convert("L")) > 0
+    with server.client() as client:
+        body = post(client, "segment", DOG, {"point_coords": [list(DOG_CLICK)]}).json()
+    server_mask = decode_b64_mask(body["masks"][body["best_index"]])
+    assert browser_mask.shape == server_mask.shape == (534, 800)
+    assert (browser_mask == server_mask).mean() > 0.98
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((61, 97)) > 0.995
+    for size in (1, 2, 15, 50):
+        dilated = page.evaluate(
+            """async ([bits, width, height, size]) => {
+            const { dilate } = await import('/static/js/maskops.js');
+            return Array.from(dilate(Uint8Array.from(bits), width, height, size));
+        }""",
+            [mask.astype(int).ravel().tolist(), 97, 61, size],
+        )
+        expected = cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+        assert np.array_equal(np.asarray(dilated, bool).reshape(61, 97), expected), size

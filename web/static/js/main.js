@@ -549,7 +549,18 @@ function wire() {
   loadDecoder();
 }
 
-// For tests and measurements: decode times (ms), bytes per photo, where SAM runs.
+// For tests and measurements: decode times (ms), bytes per photo, where SAM runs; the mask
+// exactly as it would be uploaded (a PNG data URL), or null without a mask.
 window.editorStats = () => ({ ...state.stats, decodeMs: [...state.stats.decodeMs] });
+window.editorMaskPng = async () => {
+  const { mask } = current();
+  if (!mask) return null;
+  const blob = await maskToPng(mask, state.photo.width, state.photo.height);
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.readAsDataURL(blob);
+  });
+};
 
 wire();
