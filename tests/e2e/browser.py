@@ -34,7 +34,10 @@ def chromium_path() -> Path | None:
 def browser() -> Iterator[Browser]:
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium: apt-get install chromium (CI does)")
+        reason = "no chromium: apt-get install chromium (CI does)"
+        if os.environ.get("INPAINT_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(executable), headless=True, args=CHROMIUM_ARGS
