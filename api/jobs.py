@@ -73,7 +73,7 @@ class JobAccepted(BaseModel):
 class JobStatus(BaseModel):
     success: Literal[True] = True
     job_id: str
-    route: str = Field(description="fill or replace")
+    route: Literal["fill", "replace"]
     state: JobState
     progress: float = Field(ge=0, le=1, description="step / total_steps; 1 when done")
     step: int = Field(description="denoising steps finished")

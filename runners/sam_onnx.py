@@ -63,15 +63,34 @@ def _onnx_model_class() -> type:
     return DynamicCropSamOnnxModel
 
 
+def _decoder_parts_class() -> type:
+    import copy
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    class DecoderParts(nn.Module):
+        """What SamOnnxModel uses of a Sam, copied to the CPU in float32; the image encoder
+        (most of SAM's weight, maybe on a GPU) stays where it is."""
+
+        def __init__(self, sam: Sam) -> None:
+            super().__init__()
+            self.prompt_encoder = copy.deepcopy(sam.prompt_encoder).cpu().float().eval()
+            self.mask_decoder = copy.deepcopy(sam.mask_decoder).cpu().float().eval()
+            self.image_encoder = SimpleNamespace(img_size=sam.image_encoder.img_size)
+            self.mask_threshold = sam.mask_threshold
+
+    return DecoderParts
+
+
 def export_decoder(sam: Sam) -> bytes:
     """The ONNX file (bytes) of `sam`'s prompt encoder + mask decoder, on the CPU in float32."""
-    import copy
     import warnings
 
     import torch
 
     started = time.perf_counter()
-    model = copy.deepcopy(sam).to("cpu").float().eval()
+    model = _decoder_parts_class()(sam)
     onnx_model = _onnx_model_class()(model, return_single_mask=False)
     embed_dim = model.prompt_encoder.embed_dim
     embed_size = model.prompt_encoder.image_embedding_size
