@@ -153,13 +153,16 @@ def test_select_brush_undo_remove_download_keep_editing(
     brushed = mask_area(page)
     # Brush size 40 px in photo pixels: a 100 x 40 band with round ends.
     assert 100 * 40 <= brushed <= 140 * 40
-    page.click("[data-testid=undo]")
+    page.keyboard.press("Control+z")
     assert mask_area(page) == 0
     page.click("[data-testid=undo]")
     assert mask_area(page) == clicked
-    page.click("[data-testid=redo]")
+    page.keyboard.press("Control+Shift+z")
     page.click("[data-testid=redo]")
     assert mask_area(page) == brushed
+    page.keyboard.press("?")
+    assert page.evaluate("document.getElementById('help').open")
+    page.keyboard.press("Escape")
 
     page.click("[data-testid=action-remove]")
     assert wait_state(page, "done", "error") == "done", page.inner_text("[data-testid=error]")
@@ -212,6 +215,21 @@ def test_fill_shows_step_progress_and_the_result(server: Server, offline: Offlin
     assert any(re.fullmatch(r"step \d+ of 6.*", text) for text in seen), seen
     assert page.evaluate("document.querySelector('[data-testid=result]').naturalWidth") == 800
     assert offline.external == [] and offline.errors == []
+
+
+def test_fill_can_be_cancelled(server: Server, offline: OfflinePage) -> None:
+    page = offline.page
+    open_photo(page, server.url)
+    brush_stroke(page, (300, 200), (400, 250))
+    page.fill("[data-testid=prompt]", "a red ball")
+    page.click("#prompt-fields summary")
+    page.fill("#steps", "100")
+    page.click("[data-testid=action-fill]")
+    page.wait_for_selector("[data-testid=progress]:text-matches('step [0-9]+ of 100')")
+    page.click("#cancel")
+    assert wait_state(page, "ready", "done", "error") == "ready"
+    assert page.inner_text("#status") == "Cancelled."
+    assert page.locator("[data-testid=result]").is_hidden()
 
 
 def test_server_refusal_is_shown(server: Server, offline: OfflinePage) -> None:

@@ -138,9 +138,10 @@ async function openPhoto(blob, { keepVersions = false } = {}) {
       state.stats.mode = 'server';
     }
   }
-  setState('ready', state.stats.mode === 'browser'
+  const touch = matchMedia('(hover: none)').matches;
+  setState('ready', state.stats.mode === 'browser' && !touch
     ? 'Move over an object, click to select it (right-click: background, drag: box).'
-    : 'Click an object to select it (the server segments it).');
+    : `${touch ? 'Tap' : 'Click'} an object to select it (drag: a box).`);
 }
 
 function transferredBytes(path) {
