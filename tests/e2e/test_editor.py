@@ -232,6 +232,35 @@ def test_fill_can_be_cancelled(server: Server, offline: OfflinePage) -> None:
     assert page.locator("[data-testid=result]").is_hidden()
 
 
+def test_drop_paste_and_box(server: Server, offline: OfflinePage) -> None:
+    """Drag and drop and paste open a photo; a drag on the stage selects with a box."""
+    page = offline.page
+    page.goto(f"{server.url}/")
+    photo = base64.b64encode(DOG.read_bytes()).decode()
+    for event in ("drop", "paste"):
+        page.evaluate(
+            """([data, event]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'dog.jpg', { type: 'image/jpeg' }));
+            const target = event === 'drop' ? document.getElementById('drop-zone') : document;
+            target.dispatchEvent(event === 'drop'
+                ? new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true })
+                : new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true }));
+        }""",
+            [photo, event],
+        )
+        assert wait_state(page, "ready", "error") == "ready", event
+        assert page.evaluate("document.getElementById('photo').width") == 800
+    page.mouse.move(*on_stage(page, 100, 300))
+    page.mouse.down()
+    page.mouse.move(*on_stage(page, 450, 520), steps=6)
+    page.mouse.up()
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    assert mask_area(page) > 0
+    assert offline.external == [] and offline.errors == []
+
+
 def test_server_refusal_is_shown(server: Server, offline: OfflinePage) -> None:
     page = offline.page
     open_photo(page, server.url)
