@@ -43,7 +43,8 @@ export class Decoder {
     if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly');
     const ort = await import(ORT_URL);
     ort.env.wasm.wasmPaths = '/static/vendor/';
-    // Threads need a cross-origin-isolated page; one thread decodes in milliseconds anyway.
+    // One thread: threads need a cross-origin-isolated page (COOP/COEP), and with them
+    // session creation hung in headless Chromium here; the decoder is small.
     ort.env.wasm.numThreads = 1;
     if (!modelBytes) {
       const response = await fetch(MODEL_URL);
