@@ -1,4 +1,4 @@
-"""Screenshots of the editor for the README: docs/editor-hover.png, docs/editor-result.png.
+"""Screenshots of the editor for the README: docs/editor-{hover,mask,result}.png.
 
 Runs headless Chromium (Debian's `chromium`) against a running server, on
 examples/remove/dog.jpg with the published click (200, 450):
@@ -23,6 +23,14 @@ from tests.e2e.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 PHOTO = REPO_ROOT / "examples" / "remove" / "dog.jpg"
 CLICK = (200, 450)
+# Brush strokes over the dog (photo pixels), for a mask that shows the object even with the
+# tiny random-weight SAM.
+DOG_STROKES = [
+    ((40, 500), (300, 500)),
+    ((60, 420), (320, 420)),
+    ((120, 350), (330, 350)),
+    ((220, 280), (320, 280)),
+]
 VIEWPORT = {"width": 1200, "height": 720}
 
 
@@ -62,9 +70,23 @@ def main() -> None:
         save_small(page.screenshot(), args.out / "editor-hover.png")
         page.mouse.click(*on_stage(page, *CLICK))
         page.locator("#candidates button").nth(2).wait_for(timeout=60_000)
+        page.click("#clear")
+        page.click("[data-testid=brush]")
+        page.fill("#brush-size", "80")
+        page.dispatch_event("#brush-size", "input")
+        for start, end in DOG_STROKES:
+            page.mouse.move(*on_stage(page, *start))
+            page.mouse.down()
+            page.mouse.move(*on_stage(page, *end), steps=8)
+            page.mouse.up()
+        page.click(".action-tab[data-action=fill]")
         page.mouse.move(5, 5)
+        save_small(page.screenshot(), args.out / "editor-mask.png")
         page.click("[data-testid=action-remove]")
         page.wait_for_selector("body[data-state=done]", state="attached", timeout=180_000)
+        # Most of the removed region on the "after" side of the slider.
+        page.fill("#compare-slider", "12")
+        page.dispatch_event("#compare-slider", "input")
         save_small(page.screenshot(), args.out / "editor-result.png")
         browser.close()
 
