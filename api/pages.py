@@ -7,12 +7,14 @@ internet and request nothing from any other host.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 WEB_STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 STATIC_PATH = "/static"
@@ -35,8 +37,14 @@ DOCS_CSP = (
 class StaticAssets(StaticFiles):
     """web/static, revalidated on every load so a new release is never mixed with old files."""
 
-    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
-        response = super().file_response(*args, **kwargs)
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.setdefault("Cache-Control", "no-cache")
         return response
 
