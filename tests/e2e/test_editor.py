@@ -261,6 +261,20 @@ def test_drop_paste_and_box(server: Server, offline: OfflinePage) -> None:
     assert offline.external == [] and offline.errors == []
 
 
+def test_clicks_fall_back_to_segment_without_the_decoder(
+    server: Server, offline: OfflinePage
+) -> None:
+    page = offline.page
+    page.route("**/api/v1/sam-decoder.onnx", lambda route: route.abort())
+    open_photo(page, server.url)
+    assert mode(page) == "server"
+    assert "Live preview off" in page.inner_text("#decoder-note")
+    page.mouse.click(*on_stage(page, *DOG_CLICK))
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    assert mask_area(page) > 0
+    assert len(page.evaluate("editorStats().segmentMs")) == 1
+
+
 def test_server_refusal_is_shown(server: Server, offline: OfflinePage) -> None:
     page = offline.page
     open_photo(page, server.url)
