@@ -182,13 +182,8 @@ async function drainHover() {
       );
       state.stats.decodeMs.push(state.decoder.timings.at(-1));
       if (!livePreview()) break;
-      const index = bestCandidate(result.scores);
-      const w = result.width;
-      const h = result.height;
-      const logits = result.masks.subarray(index * w * h, (index + 1) * w * h);
-      const hover = new Uint8Array(w * h);
-      for (let i = 0; i < hover.length; i += 1) hover[i] = logits[i] > 0 ? 1 : 0;
-      state.hover = maskCanvas(hover, w, h, HOVER_RGBA);
+      const hover = maskFromLogits(result, bestCandidate(result.scores), result.width, result.height);
+      state.hover = maskCanvas(hover, result.width, result.height, HOVER_RGBA);
       renderMask();
     }
   } catch (error) {
@@ -272,7 +267,7 @@ function renderCandidates() {
     thumb.height = Math.max(1, Math.round(height * scale));
     const source = c.masks
       ? maskCanvas(c.masks[i], state.photo.width, state.photo.height, [255, 255, 255, 255])
-      : maskCanvas(logitMask(c.result, i + 1), width, height, [255, 255, 255, 255]);
+      : maskCanvas(maskFromLogits(c.result, i + 1, width, height), width, height, [255, 255, 255, 255]);
     thumb.getContext('2d').drawImage(source, 0, 0, thumb.width, thumb.height);
     const label = document.createElement('span');
     label.textContent = `${i + 1} · ${Number(c.scores[i]).toFixed(2)}`;
@@ -280,14 +275,6 @@ function renderCandidates() {
     button.addEventListener('click', () => chooseCandidate(i));
     holder.append(button);
   }
-}
-
-function logitMask(result, index) {
-  const n = result.width * result.height;
-  const logits = result.masks.subarray(index * n, (index + 1) * n);
-  const mask = new Uint8Array(n);
-  for (let i = 0; i < n; i += 1) mask[i] = logits[i] > 0 ? 1 : 0;
-  return mask;
 }
 
 // --- the mask layers --------------------------------------------------------------------------
