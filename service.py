@@ -30,8 +30,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from api.app import create_docs_app, create_health_app, document_routes
+from api.decoder import DecoderFiles, decoder_router
+from api.embedding import EmbeddingResponse, encode_embedding, sam_input_size
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
 from api.guard import FILE_FIELDS, RequestGuard
+from api.job_routes import document_job_submits, job_router
+from api.jobs import JobAccepted, JobStore, current_job_id
 from api.metrics import count_embedding_cache
 from api.observe import stage
 from api.plain_errors import PlainErrorsToJson
@@ -84,7 +88,10 @@ settings = get_settings()
 
 API_PREFIX = "/api/v1"
 ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("segment", "remove", "fill", "replace")}
+# The editor's and the jobs' multipart routes (api.embedding, api.jobs).
+EXTRA_ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("embedding", "jobs/fill", "jobs/replace")}
 RequestModel = TypeVar("RequestModel", bound=PromptRequest)
+Result = TypeVar("Result", bound=BaseModel)
 
 
 def _documented_json(model: type[BaseModel]) -> Any:
@@ -160,13 +167,24 @@ def _check_prompt_inside(prompt: PromptRequest, height: int, width: int) -> None
             raise ValidationException(f"box {prompt.box} exceeds the {width}x{height} image")
 
 
+health_app = create_health_app(bentoml.get_current_service)
+health_app.include_router(decoder_router(bentoml.get_current_service))
+health_app.include_router(job_router(bentoml.get_current_service))
+
+
 @bentoml.asgi_app(
     create_docs_app(
-        lambda: document_routes(InpaintAnything.openapi_spec.asdict(), ROUTES.values())
+        lambda: document_job_submits(
+            document_routes(
+                InpaintAnything.openapi_spec.asdict(),
+                [*ROUTES.values(), *EXTRA_ROUTES.values()],
+            ),
+            [EXTRA_ROUTES["jobs/fill"], EXTRA_ROUTES["jobs/replace"]],
+        )
     ),
     path="/",
 )
-@bentoml.asgi_app(create_health_app(bentoml.get_current_service), path=API_PREFIX)
+@bentoml.asgi_app(health_app, path=API_PREFIX)
 @bentoml.service(name="inpaint_anything", traffic={"timeout": settings.processing_timeout_s + 30})
 class InpaintAnything:
     """Click an object in a photo; segment it, remove it, fill it or replace its surroundings."""
@@ -174,11 +192,23 @@ class InpaintAnything:
     sam = bentoml.depends(SamRunner)
     lama = bentoml.depends(LamaRunner)
     sd = bentoml.depends(SdRunner)
+    # Job progress polls and cancels on a client of their own: BentoML's client closes its
+    # session, in-flight calls included, after 100 requests, and a poll must never be what
+    # breaks (and so retries) a running SD call.
+    sd_monitor = bentoml.depends(SdRunner)
 
     def __init__(self) -> None:
         configure_logging(settings.log_level)
         self.cache = make_embedding_cache(settings)
         self._reports: dict[str, dict[str, Any]] = {}
+        self.decoders = DecoderFiles(self._export_decoder)
+        self.jobs = JobStore(
+            settings.job_max_count,
+            settings.job_ttl_s,
+            settings.job_max_running,
+            progress=self._job_progress,
+            cancel=lambda job_id: call_runner(self.sd_monitor.to_async.cancel, job_id=job_id),
+        )
         logger.info("SAM embedding cache: %s", self.cache.name)
 
     # --- the four routes ------------------------------------------------------------------
@@ -227,6 +257,94 @@ class InpaintAnything:
             ctx, "replace", self._replace, ReplaceRequest, image, request, mask
         )
 
+    # --- the editor and the jobs (api.embedding, api.decoder, api.jobs) ----------------------
+
+    @bentoml.api(route=EXTRA_ROUTES["embedding"])
+    async def embedding(self, ctx: bentoml.Context, image: Path) -> EmbeddingResponse:
+        """The photo's SAM image embedding, from the cache the routes share, for running
+        SAM's decoder (`/api/v1/sam-decoder.onnx`) in the browser."""
+        return await self._respond(
+            ctx, "embedding", self._embedding, PromptRequest, image, None, ()
+        )
+
+    @bentoml.api(route=EXTRA_ROUTES["jobs/fill"])
+    async def submit_fill(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: FillRequestPart = None,
+        mask: list[Path] = (),
+    ) -> JobAccepted:
+        """`/fill` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
+        return await self._submit(ctx, "fill", self._fill, FillRequest, image, request, mask)
+
+    @bentoml.api(route=EXTRA_ROUTES["jobs/replace"])
+    async def submit_replace(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: ReplaceRequestPart = None,
+        mask: list[Path] = (),
+    ) -> JobAccepted:
+        """`/replace` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
+        return await self._submit(
+            ctx, "replace", self._replace, ReplaceRequest, image, request, mask
+        )
+
+    async def _submit(
+        self,
+        ctx: bentoml.Context,
+        route: str,
+        flow: Callable[[Any, Upload], Awaitable[BaseModel]],
+        model: type[GenerateRequest],
+        image: Path,
+        raw_request: Any,
+        masks: Sequence[Path],
+    ) -> JobAccepted | JSONResponse:
+        """Check the input as the synchronous route does (before answering), then run the
+        route's flow as a job."""
+        request_id = request_id_from(dict(ctx.request.headers))
+        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+
+        async def accept() -> JobAccepted:
+            request, upload = await self._prepare(model, image, raw_request, masks)
+            _check_selection(request, upload)
+
+            async def work() -> BaseModel | InpaintError:
+                begun = time.perf_counter()
+                outcome = await self._attempt(route, request_id, lambda: flow(request, upload))
+                return _stamped(outcome, request_id, begun)
+
+            steps = request.num_inference_steps or settings.default_inference_steps
+            job = self.jobs.submit(route, request_id, steps, work)
+            return JobAccepted(
+                request_id=request_id,
+                timestamp=utc_timestamp(),
+                job_id=job.id,
+                state=job.state,
+                status_url=f"{API_PREFIX}/jobs/{job.id}",
+                result_url=f"{API_PREFIX}/jobs/{job.id}/result",
+            )
+
+        outcome = await self._attempt(f"jobs/{route}", request_id, accept)
+        if not isinstance(outcome, InpaintError):
+            ctx.response.status_code = 202
+        return self._reply(ctx, request_id, outcome)
+
+    async def _job_progress(self, job_id: str) -> dict[str, Any] | None:
+        report = await call_runner(self.sd_monitor.to_async.progress, job_ids=[job_id])
+        return report.get(job_id)
+
+    async def _export_decoder(self) -> bytes:
+        return (await call_runner(self.sam.to_async.decoder_onnx)).tobytes()
+
+    async def decoder_onnx(self) -> tuple[bytes, str]:
+        """The loaded SAM model's decoder as ONNX, and its ETag."""
+        try:
+            return await self.decoders.get((await self._model_tags())["sam"])
+        except (BentoMLException, aiohttp.ClientConnectionError) as exc:
+            raise await self._runner_error(exc) from exc
+
     # --- request handling shared by the routes ------------------------------------------------
 
     async def _respond(
@@ -242,33 +360,57 @@ class InpaintAnything:
         request_id = request_id_from(dict(ctx.request.headers))
         ctx.response.headers[REQUEST_ID_HEADER] = request_id
         started = time.perf_counter()
+
+        async def work() -> BaseModel:
+            request, upload = await self._prepare(model, image, raw_request, masks)
+            return await flow(request, upload)
+
+        outcome = await self._attempt(route, request_id, work)
+        return self._reply(ctx, request_id, _stamped(outcome, request_id, started))
+
+    async def _attempt(
+        self, route: str, request_id: str, work: Callable[[], Awaitable[Result]]
+    ) -> Result | InpaintError:
+        """`work()` within the processing timeout; any failure as the error a client gets."""
         try:
             async with asyncio.timeout(settings.processing_timeout_s):
-                request = _parse_request(model, raw_request)
-                if len(masks) > 1:
-                    raise ValidationException("send at most one `mask` file")
-                with stage("decode"):
-                    upload = await self._read_upload(image, masks[0] if masks else None)
-                body = await flow(request, upload)
+                return await work()
         except TimeoutError:
-            error: InpaintError = ProcessingTimeoutException(
+            return ProcessingTimeoutException(
                 f"processing took longer than {settings.processing_timeout_s:g} s"
             )
         except InpaintError as exc:
-            error = exc
+            return exc
         except (BentoMLException, aiohttp.ClientConnectionError) as exc:
-            error = await self._runner_error(exc)
+            return await self._runner_error(exc)
         except Exception as exc:
             logger.exception("%s %s failed", route, request_id)
             detail = f": {exc!r}" if settings.debug and not settings.is_production else ""
-            error = InpaintError(f"an unexpected error occurred; see the server log{detail}")
-        else:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            body.request_id = request_id  # type: ignore[attr-defined]
-            body.metadata.processing_time_ms = round(elapsed_ms, 1)  # type: ignore[attr-defined]
-            return body
-        ctx.response.status_code = int(error.status)
-        return error_response(error, request_id)
+            return InpaintError(f"an unexpected error occurred; see the server log{detail}")
+
+    def _reply(
+        self, ctx: bentoml.Context, request_id: str, outcome: Result | InpaintError
+    ) -> Result | JSONResponse:
+        """The response for an outcome (the request's log line is api.observe's)."""
+        if not isinstance(outcome, InpaintError):
+            return outcome
+        ctx.response.status_code = int(outcome.status)
+        return error_response(outcome, request_id)
+
+    async def _prepare(
+        self,
+        model: type[RequestModel],
+        image: Path,
+        raw_request: Any,
+        masks: Sequence[Path],
+    ) -> tuple[RequestModel, Upload]:
+        """The validated `request` part and the decoded upload."""
+        request = _parse_request(model, raw_request)
+        if len(masks) > 1:
+            raise ValidationException("send at most one `mask` file")
+        with stage("decode"):
+            upload = await self._read_upload(image, masks[0] if masks else None)
+        return request, upload
 
     async def _read_upload(self, image_path: Path, mask_path: Path | None) -> Upload:
         source = await asyncio.to_thread(
@@ -289,8 +431,8 @@ class InpaintAnything:
 
     # --- SAM --------------------------------------------------------------------------------
 
-    async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
-        """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
+    async def _embed(self, image: np.ndarray) -> tuple[str, np.ndarray, bool]:
+        """The image's cache key, its SAM embedding, and whether the cache had it."""
         sam_tag = (await self._model_tags())["sam"]
         with stage("cache"):
             # Hashing megabytes of pixels is no work for the event loop.
@@ -303,6 +445,11 @@ class InpaintAnything:
                 embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
             with stage("cache"):
                 await self.cache.put(key, embedding)
+        return key, embedding, cached
+
+    async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
+        """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
+        _, embedding, cached = await self._embed(image)
         with stage("mask"):
             result = await call_runner(
                 self.sam.to_async.decode,
@@ -320,22 +467,13 @@ class InpaintAnything:
         self, request: PromptRequest, image: np.ndarray, alternative: str = ""
     ) -> tuple[dict, bool]:
         """`_candidates` for a request's prompt, once the prompt is known to fit the image."""
-        if not request.has_prompt:
-            raise ValidationException(
-                " ".join(["give point_coords or box in `request`", alternative]).strip()
-            )
-        _check_prompt_inside(request, *image.shape[:2])
+        _check_prompt(request, image, alternative)
         return await self._candidates(image, request)
 
     async def _select(self, request: PromptRequest, upload: Upload) -> Selection:
         """The object mask: the uploaded one, or SAM's candidate for the prompt."""
+        _check_selection(request, upload)
         if upload.mask is not None:
-            if request.has_prompt or request.mask_index is not None:
-                raise ValidationException(
-                    "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
-                )
-            if not upload.mask.any():
-                raise EmptyMaskException("the uploaded mask has no non-zero pixel")
             return Selection(upload.mask, None, None)
         result, _ = await self._prompted_candidates(request, upload.image, "or upload a mask")
         scores = np.asarray(result["scores"], dtype=float)
@@ -349,6 +487,31 @@ class InpaintAnything:
         return Selection(mask, index, float(scores[index]))
 
     # --- flows ------------------------------------------------------------------------------
+
+    async def _embedding(self, _: PromptRequest, upload: Upload) -> EmbeddingResponse:
+        height, width = upload.image.shape[:2]
+        key, embedding, cached = await self._embed(upload.image)
+        data, dtype, shape = await asyncio.to_thread(encode_embedding, embedding)
+        tags = await self._tags_of(("sam",))
+        return EmbeddingResponse(
+            request_id="",
+            timestamp=utc_timestamp(),
+            embedding=data,
+            dtype=dtype,
+            shape=shape,
+            input_size=sam_input_size(height, width),
+            original_size=[height, width],
+            model=tags["sam"],
+            key=key,
+            metadata=SegmentMetadata(
+                width=width,
+                height=height,
+                processing_time_ms=0.0,
+                models=tags,
+                device=await self._device_of("sam"),
+                embedding_cached=cached,
+            ),
+        )
 
     async def _segment(self, request: SegmentRequest, upload: Upload) -> SegmentResponse:
         height, width = upload.image.shape[:2]
@@ -532,6 +695,35 @@ class InpaintAnything:
         )
 
 
+def _check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = "") -> None:
+    if not request.has_prompt:
+        raise ValidationException(
+            " ".join(["give point_coords or box in `request`", alternative]).strip()
+        )
+    _check_prompt_inside(request, *image.shape[:2])
+
+
+def _check_selection(request: PromptRequest, upload: Upload) -> None:
+    """What can be said of the object selection before SAM runs."""
+    if upload.mask is None:
+        _check_prompt(request, upload.image, "or upload a mask")
+    elif request.has_prompt or request.mask_index is not None:
+        raise ValidationException(
+            "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
+        )
+    elif not upload.mask.any():
+        raise EmptyMaskException("the uploaded mask has no non-zero pixel")
+
+
+def _stamped(outcome: Result | InpaintError, request_id: str, started: float) -> Any:
+    """A response body with its request id and processing time; errors pass through."""
+    if not isinstance(outcome, InpaintError):
+        outcome.request_id = request_id  # type: ignore[attr-defined]
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        outcome.metadata.processing_time_ms = round(elapsed_ms, 1)  # type: ignore[attr-defined]
+    return outcome
+
+
 def _kernel(request: InpaintRequest, default: int) -> int:
     return default if request.dilate_kernel_size is None else request.dilate_kernel_size
 
@@ -550,6 +742,7 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tu
             else request.guidance_scale
         ),
         seed=seed,
+        job_id=current_job_id.get(),  # set when the flow runs as a job (api.jobs)
     )
     return job, seed
 
@@ -558,7 +751,7 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tu
 InpaintAnything.add_asgi_middleware(
     CORSMiddleware,
     allow_origins=settings.allowed_origins,
-    allow_methods=["GET", "POST", "OPTIONS"],
+    allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
     allow_headers=["*"],
     expose_headers=[REQUEST_ID_HEADER],
 )
@@ -567,8 +760,16 @@ add_production_middleware(InpaintAnything, settings, extra_routes=["health", "re
 InpaintAnything.add_asgi_middleware(
     RequestGuard,
     routes={
-        path: FILE_FIELDS[:1] if name == "segment" else FILE_FIELDS for name, path in ROUTES.items()
+        **{
+            path: FILE_FIELDS[:1] if name == "segment" else FILE_FIELDS
+            for name, path in ROUTES.items()
+        },
+        EXTRA_ROUTES["embedding"]: FILE_FIELDS[:1],
+        EXTRA_ROUTES["jobs/fill"]: FILE_FIELDS,
+        EXTRA_ROUTES["jobs/replace"]: FILE_FIELDS,
     },
     max_file_size=settings.max_file_size,
 )
-InpaintAnything.add_asgi_middleware(PlainErrorsToJson, post_routes=ROUTES.values())
+InpaintAnything.add_asgi_middleware(
+    PlainErrorsToJson, post_routes=[*ROUTES.values(), *EXTRA_ROUTES.values()]
+)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from api.pages import DOCS_CSP, VENDOR_URL, page_routes
 from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from config.settings import get_settings
 
@@ -106,14 +107,22 @@ def _document_form(content: dict[str, Any]) -> None:
             description=f"Optional, at most one file: the region (non-zero pixels, or the "
             f"painted alpha), the image's size; {limits}. Replaces SAM prompts.",
         )
-    request = properties.get("request", {})
+    if "request" not in properties:  # /embedding takes the image alone
+        _document_files(content, properties)
+        return
+    request = properties["request"]
     if request.get("required") and "request" not in form.setdefault("required", []):
         form["required"].append("request")
         request.pop("default", None)
     _document_prompt(form, takes_mask="mask" in properties)
-    # The `request` part is JSON text, not a form value; files are images.
+    # The `request` part is JSON text, not a form value.
+    content.setdefault("encoding", {})["request"] = {"contentType": "application/json"}
+    _document_files(content, properties)
+
+
+def _document_files(content: dict[str, Any], properties: dict[str, Any]) -> None:
+    """File parts are images."""
     encoding = content.setdefault("encoding", {})
-    encoding["request"] = {"contentType": "application/json"}
     for name in ("image", "mask"):
         if name in properties:
             encoding[name] = {"contentType": IMAGE_TYPES}
@@ -147,22 +156,53 @@ def _document_prompt(form: dict[str, Any], takes_mask: bool) -> None:
     request.pop("default", None)
 
 
+API_DESCRIPTION = (
+    "Click an object in a photo: SAM segments it, LaMa removes it, Stable Diffusion fills it "
+    "or replaces its surroundings. The editor is at `/`. Errors are always "
+    '`{"success": false, "request_id", "timestamp", "error": {"code", "message"}}`.'
+)
+
+
 def create_docs_app(openapi_spec: Callable[[], dict[str, Any]]) -> Starlette:
-    """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec."""
+    """Swagger UI at /docs and ReDoc at /redoc over the service's whole OpenAPI spec, with
+    their scripts served from here (no CDN), and the editor's pages."""
 
     async def spec(_: Request) -> JSONResponse:
-        return JSONResponse(openapi_spec())
+        document = openapi_spec()
+        # BentoML's generic info embeds badge images from other hosts: the docs must load
+        # nothing from elsewhere.
+        document["info"] = {"title": TITLE, "version": VERSION, "description": API_DESCRIPTION}
+        return JSONResponse(document)
 
     async def swagger(_: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{TITLE} - Swagger UI")
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{TITLE} - Swagger UI",
+            swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{VENDOR_URL}/favicon-32x32.png",
+            # Swagger UI would send the spec to validator.swagger.io for its badge.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     async def redoc(_: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{TITLE} - ReDoc")
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{TITLE} - ReDoc",
+            redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{VENDOR_URL}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     return Starlette(
         routes=[
             Route("/openapi.json", spec, methods=["GET"]),
             Route("/docs", swagger, methods=["GET"]),
             Route("/redoc", redoc, methods=["GET"]),
+            *page_routes(),
         ]
     )

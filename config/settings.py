@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_cache_ttl_s: int = Field(default=3600, ge=1)
 
+    # --- jobs: fill and replace with progress (api.jobs) ------------------------------------
+    job_max_count: int = Field(default=64, ge=1)  # jobs kept, finished ones included
+    job_ttl_s: int = Field(default=3600, ge=1)  # a finished job is forgotten after this
+    job_max_running: int = Field(default=1, ge=1)  # the others wait, `queued`
+
     # --- HTTP -----------------------------------------------------------------------------
     allowed_origins: Annotated[list[str], NoDecode] = ["*"]
 

@@ -18,6 +18,7 @@ from config.settings import get_settings
 from models.store import resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
+from runners.sam_onnx import DecoderExport
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,7 @@ class SamPrompt(BaseModel):
 class SamRunner(ModelRunner):
     kind = "sam"
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sam"])
+    decoder_export = DecoderExport()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from segment_anything.utils.transforms import ResizeLongestSide
@@ -109,6 +111,13 @@ class SamRunner(ModelRunner):
             masks = self.model.postprocess_masks(low_res, input_size, original_size)
             masks = masks > self.model.mask_threshold
         return {"masks": masks[0].cpu().numpy(), "scores": iou[0].float().cpu().numpy()}
+
+    @bentoml.api
+    def decoder_onnx(self) -> np.ndarray:
+        """The loaded model's prompt encoder + mask decoder as an ONNX file (uint8 bytes),
+        exported on the first call (see runners.sam_onnx)."""
+        self.state.require()
+        return np.frombuffer(self.decoder_export.get(self.model), dtype=np.uint8)
 
     @bentoml.api
     def status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
+from runners.sd_progress import ProgressBoard
 from utils.masks import mask_to_png_array
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class SdJob(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    job_id: str | None = None  # set for a job (api.jobs): its progress is reported by id
 
     def group_key(self) -> tuple[int, float, tuple[int, ...]]:
         return (self.num_inference_steps, self.guidance_scale, self.image.shape)
@@ -53,6 +55,7 @@ class SdJob(BaseModel):
 class SdRunner(ModelRunner):
     kind = "sd"
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sd"])
+    board = ProgressBoard()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from models.sd_pipeline import load_inpaint_pipeline, native_resolution
@@ -75,7 +78,13 @@ class SdRunner(ModelRunner):
             groups[job.group_key()].append(index)
         results: list[np.ndarray | None] = [None] * len(jobs)
         for indices in groups.values():
-            for index, image in zip(indices, self._run([jobs[i] for i in indices]), strict=True):
+            group = [jobs[i] for i in indices]
+            if self.board.all_cancelled([job.job_id for job in group if job.job_id]):
+                # Jobs cancelled while queued never start; the entry discards their result.
+                group_images = [np.zeros_like(job.image) for job in group]
+            else:
+                group_images = self._run(group)
+            for index, image in zip(indices, group_images, strict=True):
                 results[index] = image
         return results  # type: ignore[return-value]
 
@@ -86,6 +95,8 @@ class SdRunner(ModelRunner):
         device = self.state.device
         height, width = jobs[0].image.shape[:2]
         negative = [job.negative_prompt or "" for job in jobs]
+        job_ids = [job.job_id for job in jobs if job.job_id]
+        steps = jobs[0].num_inference_steps
         with torch.inference_mode():
             output = self.pipeline(
                 prompt=[job.prompt for job in jobs],
@@ -94,12 +105,24 @@ class SdRunner(ModelRunner):
                 mask_image=[Image.fromarray(mask_to_png_array(job.mask)) for job in jobs],
                 height=height,
                 width=width,
-                num_inference_steps=jobs[0].num_inference_steps,
+                num_inference_steps=steps,
                 guidance_scale=jobs[0].guidance_scale,
                 generator=[torch.Generator(device).manual_seed(job.seed) for job in jobs],
                 output_type="np",
+                callback_on_step_end=self.board.callback(job_ids, steps) if job_ids else None,
             )
         return [np.clip(np.rint(image * 255), 0, 255).astype(np.uint8) for image in output.images]
+
+    @bentoml.api
+    async def progress(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Step k of n (and an ETA) of the given jobs that have started; async, so that it
+        is answered while `inpaint` runs."""
+        return self.board.report(job_ids)
+
+    @bentoml.api
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job at its next step, or before it starts."""
+        self.board.cancel(job_id)
 
     @bentoml.api
     def status(self) -> dict[str, Any]:

@@ -21,3 +21,5 @@ print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > .venv
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The editor's browser assets (onnxruntime-web, Swagger UI, ReDoc), pinned in web/package-lock.json.
+web/build.sh

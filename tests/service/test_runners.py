@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from bentoml.exceptions import ServiceUnavailable
@@ -140,3 +142,31 @@ def test_a_runner_without_its_model_stays_up_and_answers_503(
     assert report["loaded"] is False and "no-such-lama:v1" in report["error"]
     with pytest.raises(ServiceUnavailable, match="not loaded"):
         runner.inpaint([np.zeros((16, 16, 4), np.uint8)])
+
+
+def test_sd_reports_a_jobs_steps_and_its_result_is_unchanged(sd: SdRunner) -> None:
+    job = _job(21, steps=3).model_copy(update={"job_id": "job-progress"})
+    tagged = sd.inpaint([job])[0]
+    report = asyncio.run(sd.progress(["job-progress", "never-ran"]))
+    assert set(report) == {"job-progress"}
+    assert report["job-progress"]["step"] == report["job-progress"]["total_steps"] == 3
+    np.testing.assert_array_equal(tagged, sd.inpaint([_job(21, steps=3)])[0])
+
+
+def test_sd_skips_a_job_cancelled_before_it_starts(sd: SdRunner) -> None:
+    job = _job(22, steps=3).model_copy(update={"job_id": "job-cancelled"})
+    asyncio.run(sd.cancel("job-cancelled"))
+    result = sd.inpaint([job])[0]
+    assert result.shape == (256, 256, 3) and not result.any()
+    assert asyncio.run(sd.progress(["job-cancelled"])) == {}, "the pipeline never ran"
+
+
+def test_sam_exports_its_decoder_once(sam: SamRunner) -> None:
+    import onnxruntime
+
+    first = sam.decoder_onnx()
+    assert first.dtype == np.uint8 and first.size > 1_000_000
+    assert np.array_equal(sam.decoder_onnx(), first)
+    assert sam.decoder_export.get(sam.model) is sam.decoder_export.get(sam.model)  # cached
+    session = onnxruntime.InferenceSession(first.tobytes(), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]

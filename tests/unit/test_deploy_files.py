@@ -37,6 +37,10 @@ DOCKER = REPO_ROOT / "docker"
 SOURCE_PACKAGES = ("api", "config", "models", "runners", "utils")
 
 
+# What web/build.sh vendors; the Bento must carry it (the Dockerfile builds it in a stage).
+WEB_VENDOR = [f"web/static/vendor/{name}" for name in ("ort.wasm.min.mjs", "swagger-ui-bundle.js")]
+
+
 def _yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
@@ -109,6 +113,7 @@ def test_bentofile_includes_every_server_source_file_and_no_private_one() -> Non
         return include.match_file(path) and not exclude.match_file(path)
 
     needed = ["service.py", "models/big_lama_config.yaml", "scripts/import_models.py"]
+    needed += ["web/static/index.html", "web/static/js/main.js", *WEB_VENDOR]
     needed += [
         p.relative_to(REPO_ROOT).as_posix()
         for d in SOURCE_PACKAGES
@@ -127,7 +132,8 @@ def test_bentofile_includes_every_server_source_file_and_no_private_one() -> Non
 
 def test_python_version_agrees_everywhere() -> None:
     bento_python = _yaml(REPO_ROOT / "bentofile.yaml")["docker"]["python_version"]
-    (base,) = _instructions("FROM")
+    # The last stage is the image; earlier ones only build assets.
+    base = _instructions("FROM")[-1]
     assert base.startswith(f"python:{bento_python}-")
     assert f">={bento_python}" in _pyproject()["project"]["requires-python"]
 
@@ -174,6 +180,9 @@ def test_dockerignore_sends_the_server_and_nothing_private() -> None:
         "docker/entrypoint.sh",
         "tooling/download.py",
         "tooling/model_import.py",
+        "web/static/index.html",
+        "web/package-lock.json",
+        "web/build.sh",
     ]
     needed += [
         p.relative_to(REPO_ROOT).as_posix()
@@ -188,6 +197,9 @@ def test_dockerignore_sends_the_server_and_nothing_private() -> None:
         "pretrained_models/big-lama/models/best.ckpt",
         "tests/conftest.py",
         "utils/__pycache__/masks.cpython-311.pyc",
+        # The image builds these in its own stage from the lockfile.
+        "web/node_modules/redoc/package.json",
+        "web/static/vendor/ort.wasm.min.mjs",
     ]
     assert [path for path in private if not ignored.match_file(path)] == []
 
