@@ -17,9 +17,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import aiohttp
 import bentoml
@@ -49,11 +51,13 @@ from api.schemas import (
     utc_timestamp,
 )
 from config.settings import get_settings
+from flows.limits import check_aspect_ratio, check_fill_canvas
+from flows.plan import Painted, Window, paint_region, region_to_paint
 from runners.client import call_runner
-from runners.embedding_cache import embedding_key, make_embedding_cache
+from runners.embedding_cache import SingleFlight, embedding_key, make_embedding_cache
 from runners.lama import LamaRunner
 from runners.runtime import process_memory_mb
-from runners.sam import SamPrompt, SamRunner
+from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
 from utils.exceptions import (
     EmptyMaskException,
@@ -71,7 +75,8 @@ from utils.image_io import (
     to_base64,
 )
 from utils.log_setup import configure_logging
-from utils.masks import binarize_mask, dilate_mask, invert_mask, mask_to_png_array, paste_masked
+from utils.masks import binarize_mask, mask_to_png_array
+from utils.sam_frame import to_working_image, upsample_masks, working_size
 from utils.windows import plan_fill_window, plan_lama_region, plan_letterbox, points_inside
 
 logger = logging.getLogger("inpaint.service")
@@ -80,6 +85,14 @@ settings = get_settings()
 API_PREFIX = "/api/v1"
 ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("segment", "remove", "fill", "replace")}
 RequestModel = TypeVar("RequestModel", bound=PromptRequest)
+T = TypeVar("T")
+
+
+class ClientGoneException(InpaintError):
+    """The client closed the connection before the answer; nobody reads this one."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    code = "client_closed_request"
 
 
 def _documented_json(model: type[BaseModel]) -> Any:
@@ -107,21 +120,6 @@ class Selection:
     mask: np.ndarray
     index: int | None  # SAM's candidate; None when the caller uploaded the mask
     score: float | None
-
-
-@dataclass(frozen=True)
-class FlowResult:
-    image: np.ndarray
-    regenerated: np.ndarray
-    selection: Selection
-    model: str  # the runner that painted: lama or sd
-    dilate_kernel_size: int
-    seed: int | None = None
-    strategy: str | None = None
-
-    @property
-    def model_kinds(self) -> tuple[str, ...]:
-        return (self.model,) if self.selection.index is None else ("sam", self.model)
 
 
 def _parse_request(model: type[RequestModel], raw: Any) -> RequestModel:
@@ -173,6 +171,8 @@ class InpaintAnything:
         configure_logging(settings.log_level)
         self.cache = make_embedding_cache(settings)
         self._reports: dict[str, dict[str, Any]] = {}
+        self._flights: SingleFlight[str, tuple[np.ndarray, bool]] = SingleFlight()
+        self._admission = asyncio.Semaphore(settings.max_concurrent_requests)
         logger.info("SAM embedding cache: %s", self.cache.name)
 
     # --- the four routes ------------------------------------------------------------------
@@ -236,16 +236,33 @@ class InpaintAnything:
         request_id = request_id_from(dict(ctx.request.headers))
         ctx.response.headers[REQUEST_ID_HEADER] = request_id
         started = time.perf_counter()
-        try:
+        # The deadline travels with every runner call, so queued work past it is skipped.
+        _DEADLINE.set(time.time() + settings.processing_timeout_s)
+        admitted = False
+
+        async def handle() -> BaseModel:
+            nonlocal admitted
             async with asyncio.timeout(settings.processing_timeout_s):
                 request = _parse_request(model, raw_request)
                 if len(masks) > 1:
                     raise ValidationException("send at most one `mask` file")
-                upload = await self._read_upload(image, masks[0] if masks else None)
-                body = await flow(request, upload)
+                async with self._admission:  # bounds the decoded images held at once
+                    admitted = True
+                    upload = await self._read_upload(image, masks[0] if masks else None)
+                    return await flow(request, upload)
+
+        try:
+            body = await _unless_disconnected(ctx, handle())
         except TimeoutError:
-            error: InpaintError = ProcessingTimeoutException(
-                f"processing took longer than {settings.processing_timeout_s:g} s"
+            error: InpaintError = (
+                ProcessingTimeoutException(
+                    f"processing took longer than {settings.processing_timeout_s:g} s"
+                )
+                if admitted
+                else OverloadedException(
+                    f"no capacity freed up within {settings.processing_timeout_s:g} s; "
+                    "retry shortly"
+                )
             )
         except InpaintError as exc:
             error = exc
@@ -270,12 +287,16 @@ class InpaintAnything:
             (time.perf_counter() - started) * 1000,
         )
         ctx.response.status_code = int(error.status)
-        return error_response(error, request_id)
+        response = error_response(error, request_id)
+        if isinstance(error, OverloadedException):
+            response.headers["Retry-After"] = str(settings.retry_after_s)
+        return response
 
     async def _read_upload(self, image_path: Path, mask_path: Path | None) -> Upload:
         image = await asyncio.to_thread(
             lambda: decode_image(image_path.read_bytes(), settings.max_image_pixels)
         )
+        check_aspect_ratio(*image.shape[:2], settings.max_aspect_ratio)
         if mask_path is None:
             return Upload(image, None)
         raw_mask = await asyncio.to_thread(
@@ -290,28 +311,60 @@ class InpaintAnything:
 
     # --- SAM --------------------------------------------------------------------------------
 
-    async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
-        """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
-        # Hashing megabytes of pixels is no work for the event loop.
-        key = await asyncio.to_thread(embedding_key, image, (await self._model_tags())["sam"])
-        embedding = await self.cache.get(key)
-        cached = embedding is not None
-        if embedding is None:
-            embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
+    async def embedding_for(self, image: np.ndarray) -> SamEmbedding:
+        """The photo's SAM embedding (256x64x64 float32), its cache key and whether it came
+        from the cache. One encoder run per distinct photo and SAM model, however many
+        requests ask at once (in this process; Redis shares results across replicas)."""
+        working = await asyncio.to_thread(to_working_image, image)
+        key = await asyncio.to_thread(embedding_key, working, (await self._model_tags())["sam"])
+
+        async def compute() -> tuple[np.ndarray, bool]:
+            cached = await self.cache.get(key)
+            if cached is not None:
+                return cached, True
+            embedding = await self._encode(working)
             await self.cache.put(key, embedding)
+            return embedding, False
+
+        while True:
+            try:
+                (embedding, cached), joined = await self._flights.run(key, compute)
+            except _Skipped:
+                # The flight's starter gave up and the runner skipped it; ours is still on.
+                if time.time() >= _deadline():
+                    raise TimeoutError from None
+                continue
+            return SamEmbedding(key, embedding, cached or joined)
+
+    async def _encode(self, working: np.ndarray) -> np.ndarray:
+        job = SamJob(image=working, deadline=_deadline())
+        embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
+        if embedding.size == 0:
+            raise _Skipped
+        return embedding
+
+    async def _candidates(
+        self, image: np.ndarray, prompt: PromptRequest
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """SAM's (3x256x256 logits, 3 scores, embedding cached?) for the prompt."""
+        found = await self.embedding_for(image)
         result = await call_runner(
             self.sam.to_async.decode,
-            embedding=embedding,
-            image_size=list(image.shape[:2]),
+            embedding=found.embedding,
+            original_size=list(image.shape[:2]),
             prompt=SamPrompt(
                 point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
             ),
+            deadline=_deadline(),
         )
-        return result, cached
+        if result.get("expired"):
+            raise TimeoutError
+        logits = np.asarray(result["low_res_logits"], dtype=np.float32)
+        return logits, np.asarray(result["scores"], dtype=float), found.cached
 
     async def _prompted_candidates(
         self, request: PromptRequest, image: np.ndarray, alternative: str = ""
-    ) -> tuple[dict, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """`_candidates` for a request's prompt, once the prompt is known to fit the image."""
         if not request.has_prompt:
             raise ValidationException(
@@ -330,10 +383,10 @@ class InpaintAnything:
             if not upload.mask.any():
                 raise EmptyMaskException("the uploaded mask has no non-zero pixel")
             return Selection(upload.mask, None, None)
-        result, _ = await self._prompted_candidates(request, upload.image, "or upload a mask")
-        scores = np.asarray(result["scores"], dtype=float)
+        image = upload.image
+        logits, scores, _ = await self._prompted_candidates(request, image, "or upload a mask")
         index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
-        mask = np.asarray(result["masks"][index], dtype=bool)
+        mask = (await asyncio.to_thread(_masks, logits[index : index + 1], image))[0]
         if not mask.any():
             raise EmptyMaskException(
                 f"SAM's mask {index} for this prompt is empty; click elsewhere, choose another "
@@ -345,14 +398,15 @@ class InpaintAnything:
 
     async def _segment(self, request: SegmentRequest, upload: Upload) -> SegmentResponse:
         height, width = upload.image.shape[:2]
-        result, cached = await self._prompted_candidates(request, upload.image)
-        scores = [float(s) for s in result["scores"]]
-        masks = await asyncio.to_thread(lambda: [encode_mask_base64(m) for m in result["masks"]])
+        logits, scores, cached = await self._prompted_candidates(request, upload.image)
+        masks = await asyncio.to_thread(
+            lambda: [encode_mask_base64(m) for m in _masks(logits, upload.image)]
+        )
         return SegmentResponse(
             request_id="",
             timestamp=utc_timestamp(),
             masks=masks,
-            scores=scores,
+            scores=[float(s) for s in scores],
             best_index=int(np.argmax(scores)),
             metadata=SegmentMetadata(
                 width=width,
@@ -365,63 +419,82 @@ class InpaintAnything:
         )
 
     async def _remove(self, request: RemoveRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.remove_dilate_kernel_size)
-        image = upload.image
-        mask = dilate_mask(selection.mask, kernel)
-        region = plan_lama_region(
-            image.shape[:2], mask, settings.max_image_size, settings.lama_crop_margin
-        )
-        part_image, part_mask = region.extract(image, mask)
-        item = np.dstack([part_image, mask_to_png_array(part_mask)])
-        inpainted = (await call_runner(self.lama.to_async.inpaint, [item]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, region.restore(inpainted, image), mask)
-        )
-        result = FlowResult(output, mask, selection, "lama", kernel, None, region.kind)
-        return await self._inpaint_response(request, result)
+        return await self._inpaint("remove", request, upload)
 
     async def _fill(self, request: FillRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.fill_dilate_kernel_size)
-        image = upload.image
-        mask = dilate_mask(selection.mask, kernel)
-        window = plan_fill_window(image.shape[:2], mask, await self._sd_resolution())
-        job, seed = _sd_job(request, window.crop_image(image), window.crop_mask(mask))
-        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, window.restore(generated, image), mask)
-        )
-        result = FlowResult(output, mask, selection, "sd", kernel, seed, "window")
-        return await self._inpaint_response(request, result)
+        return await self._inpaint("fill", request, upload)
 
     async def _replace(self, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.replace_dilate_kernel_size)
+        return await self._inpaint("replace", request, upload)
+
+    async def _inpaint(self, flow: str, request: InpaintRequest, upload: Upload) -> InpaintResponse:
+        """The plan every inpainting flow shares (flows.plan): select -> dilate -> window ->
+        run -> paste back. Only the window and the painting runner differ."""
         image = upload.image
-        keep = dilate_mask(selection.mask, kernel)
-        regenerated = invert_mask(keep)
-        letterbox = plan_letterbox(image.shape[:2], await self._sd_resolution())
-        # The letterbox padding is outside the object, so it is regenerated too.
-        window_mask = invert_mask(letterbox.apply_mask(keep))
-        job, seed = _sd_job(request, letterbox.apply_image(image), window_mask)
-        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        output = await asyncio.to_thread(
-            lambda: paste_masked(image, letterbox.restore(generated), regenerated)
+        size = image.shape[:2]
+        if flow == "fill":  # its canvas is checked before any model runs
+            check_fill_canvas(*size, await self._sd_resolution(), settings.max_canvas_pixels)
+        selection = await self._select(request, upload)
+        kernel = _kernel(request, FLOW_KERNELS[flow])
+        region = await region_to_paint(selection.mask, kernel, keep_object=flow == "replace")
+        seed: int | None = None
+        window: Window
+        if flow == "remove":
+            window = await asyncio.to_thread(
+                plan_lama_region, size, region, settings.max_image_size, settings.lama_crop_margin
+            )
+            painted = await paint_region(image, region, window, self._paint_lama)
+            return await self._inpaint_response(
+                request, painted, selection, "lama", kernel, None, window.kind
+            )
+        resolution = await self._sd_resolution()
+        if flow == "fill":
+            window = await asyncio.to_thread(plan_fill_window, size, region, resolution)
+            strategy = "window"
+        else:
+            window = plan_letterbox(size, resolution)
+            strategy = "letterbox"
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)  # type: ignore[attr-defined]
+
+        async def paint_sd(part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
+            return await self._paint_sd(request, seed, part, part_mask)  # type: ignore[arg-type]
+
+        painted = await paint_region(image, region, window, paint_sd)
+        return await self._inpaint_response(
+            request, painted, selection, "sd", kernel, seed, strategy
         )
-        result = FlowResult(output, regenerated, selection, "sd", kernel, seed, "letterbox")
-        return await self._inpaint_response(request, result)
+
+    async def _paint_lama(self, part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
+        item = np.dstack([part, mask_to_png_array(part_mask)])
+        return (await call_runner(self.lama.to_async.inpaint, [item]))[0]
+
+    async def _paint_sd(
+        self, request: GenerateRequest, seed: int, part: np.ndarray, part_mask: np.ndarray
+    ) -> np.ndarray:
+        job = _sd_job(request, part, part_mask, seed)
+        generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
+        if generated.size == 0:
+            raise TimeoutError  # the runner skipped it: past the deadline
+        return generated
 
     async def _inpaint_response(
-        self, request: InpaintRequest, result: FlowResult
+        self,
+        request: InpaintRequest,
+        painted: Painted,
+        selection: Selection,
+        model: str,
+        kernel: int,
+        seed: int | None,
+        strategy: str,
     ) -> InpaintResponse:
-        height, width = result.image.shape[:2]
+        height, width = painted.image.shape[:2]
         image_b64, mask_b64 = await asyncio.to_thread(
             lambda: (
-                to_base64(encode_image(result.image, request.output_format)),
-                encode_mask_base64(result.regenerated),
+                to_base64(encode_image(painted.image, request.output_format)),
+                encode_mask_base64(painted.region),
             )
         )
+        kinds = (model,) if selection.index is None else ("sam", model)
         return InpaintResponse(
             request_id="",
             timestamp=utc_timestamp(),
@@ -431,13 +504,13 @@ class InpaintAnything:
                 width=width,
                 height=height,
                 processing_time_ms=0.0,
-                mask_index=result.selection.index,
-                mask_score=result.selection.score,
-                models=await self._tags_of(result.model_kinds),
-                device=await self._device_of(result.model),
-                dilate_kernel_size=result.dilate_kernel_size,
-                seed=result.seed,
-                strategy=result.strategy,
+                mask_index=selection.index,
+                mask_score=selection.score,
+                models=await self._tags_of(kinds),
+                device=await self._device_of(model),
+                dilate_kernel_size=kernel,
+                seed=seed,
+                strategy=strategy,
             ),
         )
 
@@ -515,9 +588,8 @@ def _kernel(request: InpaintRequest, default: int) -> int:
     return default if request.dilate_kernel_size is None else request.dilate_kernel_size
 
 
-def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tuple[SdJob, int]:
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-    job = SdJob(
+def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray, seed: int) -> SdJob:
+    return SdJob(
         image=image,
         mask=mask,
         prompt=request.text_prompt,
@@ -529,8 +601,67 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tu
             else request.guidance_scale
         ),
         seed=seed,
+        deadline=_deadline(),
     )
-    return job, seed
+
+
+FLOW_KERNELS = {
+    "remove": settings.remove_dilate_kernel_size,
+    "fill": settings.fill_dilate_kernel_size,
+    "replace": settings.replace_dilate_kernel_size,
+}
+
+# The absolute deadline (epoch seconds) of the request being handled; runners skip work past it.
+_DEADLINE: ContextVar[float | None] = ContextVar("deadline", default=None)
+
+
+def _deadline() -> float:
+    deadline = _DEADLINE.get()
+    return time.time() + settings.processing_timeout_s if deadline is None else deadline
+
+
+class _Skipped(Exception):
+    """A runner skipped the work: its deadline had passed when it left the queue."""
+
+
+class SamEmbedding(NamedTuple):
+    key: str  # the embedding cache key
+    embedding: np.ndarray  # 256x64x64 float32
+    cached: bool  # True when this request did not run the encoder (cache or a shared run)
+
+
+def _masks(logits: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Kx256x256 SAM logits -> KxHxW bool masks of `image`, as SamPredictor makes them."""
+    height, width = image.shape[:2]
+    return upsample_masks(logits, working_size(height, width), (height, width))
+
+
+_DISCONNECT_POLL_S = 0.5
+
+
+async def _unless_disconnected(ctx: bentoml.Context, work: Awaitable[T]) -> T:
+    """`await work`, cancelled (and with it the runner calls it waits on) if the client goes
+    away meanwhile."""
+    task = asyncio.ensure_future(work)
+    request = ctx.request
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        logger.info("client went away; its work is cancelled")
+        raise ClientGoneException("the client closed the connection")
+    return task.result()
 
 
 # CORS first (outermost of ours), so that the guard's error responses carry its headers too.

@@ -8,6 +8,7 @@ neighbours' seeds.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+SKIPPED = np.zeros((0,), dtype=np.uint8)  # what an expired job gets instead of a window
+
+
+class _Expired(Exception):
+    """Every job of a pipeline call is past its deadline: stop denoising."""
+
+
+def _expired(jobs: list[SdJob]) -> bool:
+    now = time.time()
+    return all(job.deadline is not None and now > job.deadline for job in jobs)
 
 
 # Jobs cross the process boundary pickled; the schema is only for BentoML's generated docs.
@@ -43,6 +54,7 @@ class SdJob(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    deadline: float | None = None  # epoch seconds; past it the caller has given up
 
     def group_key(self) -> tuple[int, float, tuple[int, ...]]:
         return (self.num_inference_steps, self.guidance_scale, self.image.shape)
@@ -66,16 +78,22 @@ class SdRunner(ModelRunner):
 
     @bentoml.api(**batching(settings.sd_max_batch_size, settings))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
-        """Generated SxSx3 uint8 windows, in the order of `jobs`."""
+        """Generated SxSx3 uint8 windows, in the order of `jobs`; `SKIPPED` (an empty array)
+        for a job whose deadline passed before or while it ran."""
         self.state.require()
         groups: dict[tuple[int, float, tuple[int, ...]], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            groups[job.group_key()].append(index)
-        results: list[np.ndarray | None] = [None] * len(jobs)
+            if not _expired([job]):
+                groups[job.group_key()].append(index)
+        results = [SKIPPED] * len(jobs)
         for indices in groups.values():
-            for index, image in zip(indices, self._run([jobs[i] for i in indices]), strict=True):
+            try:
+                images = self._run([jobs[i] for i in indices])
+            except _Expired:
+                continue
+            for index, image in zip(indices, images, strict=True):
                 results[index] = image
-        return results  # type: ignore[return-value]
+        return results
 
     def _run(self, jobs: list[SdJob]) -> list[np.ndarray]:
         import torch
@@ -96,9 +114,19 @@ class SdRunner(ModelRunner):
                 guidance_scale=jobs[0].guidance_scale,
                 generator=[torch.Generator(device).manual_seed(job.seed) for job in jobs],
                 output_type="np",
+                callback_on_step_end=lambda pipe, step, timestep, tensors: _stop_if_expired(
+                    jobs, tensors
+                ),
             )
         return [np.clip(np.rint(image * 255), 0, 255).astype(np.uint8) for image in output.images]
 
     @bentoml.api
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return self.state.report()
+
+
+def _stop_if_expired(jobs: list[SdJob], tensors: dict[str, Any]) -> dict[str, Any]:
+    """The per-step callback: a call whose every caller has given up stops denoising."""
+    if _expired(jobs):
+        raise _Expired
+    return tensors

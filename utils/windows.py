@@ -156,6 +156,10 @@ class FillWindow:
         c = self.crop_size
         return np.array(array[self.y : self.y + c, self.x : self.x + c])  # a copy, never a view
 
+    def extract(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(window of the image, window of the mask): what the pipeline paints."""
+        return self.crop_image(image), self.crop_mask(mask)
+
     def crop_image(self, image: np.ndarray) -> np.ndarray:
         """The crop_size x crop_size x C window of `image` (the pipeline's input image)."""
         _check_image(image, self.image_size)
@@ -225,6 +229,17 @@ def _place(lo: int, hi: int, padded: int, crop: int) -> int:
     the image, which stays covering it because [lo, hi) lies inside [0, padded).
     """
     return min(max((lo + hi - crop) // 2, 0), padded - crop)
+
+
+def fill_canvas_pixels(image_size: Sequence[int], crop_size: int) -> int:
+    """The most pixels `plan_fill_window` can scale the image to, whatever the mask: it
+    enlarges only to bring the short side up to `crop_size` (a shrink makes it smaller)."""
+    height, width = _check_size(image_size)
+    short = min(height, width)
+    if short >= crop_size:
+        return height * width
+    scale = crop_size / short
+    return _scaled_length(height, scale) * _scaled_length(width, scale)
 
 
 def plan_fill_window(image_size: Sequence[int], mask: np.ndarray, crop_size: int) -> FillWindow:
@@ -326,8 +341,16 @@ class Letterbox:
         padded[self.pad_top : self.pad_top + h, self.pad_left : self.pad_left + w] = resized
         return padded
 
-    def restore(self, generated: np.ndarray) -> np.ndarray:
-        """Crop the band off a target x target x C output and resize it to the original size."""
+    def extract(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(letterboxed image, letterboxed mask of the region to paint); the band is painted
+        too, whatever the flow, since it is cropped away afterwards."""
+        return self.apply_image(image), ~self.apply_mask(~_check_mask(mask, self.image_size))
+
+    def restore(
+        self, generated: np.ndarray, original_image: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Crop the band off a target x target x C output and resize it to the original size
+        (`original_image` is not needed: the whole image was regenerated)."""
         if generated.ndim != 3 or generated.shape[:2] != (self.target, self.target):
             raise ValueError(
                 f"generated shape {generated.shape} is not {self.target}x{self.target}xC"

@@ -1,0 +1,92 @@
+"""SAM's working frame, computed in the entry without torch.
+
+The entry sends SAM only the photo at its working size (long side 1024, as segment_anything's
+`ResizeLongestSide`) and gets back the decoder's low-resolution logits (Kx256x256 float32); it
+upsamples them itself, exactly as `Sam.postprocess_masks` does: bilinear to 1024x1024, crop the
+input size, bilinear to the original size, threshold at 0. So no full-resolution array crosses a
+process boundary, and the masks are the reference's, bit for bit.
+
+`F.interpolate(mode="bilinear", align_corners=False)` on the CPU (float32) computes each source
+index as fma(scale, dst + 0.5, -0.5) and each output as fma(a, wa, b * wb), width first, then
+height; `_bilinear_rows` does the same (an fp32 fma is exact when done in float64, since the
+product of two float32 fits a float64). tests/unit/test_sam_frame.py checks this against torch.
+Working row band by row band keeps the memory of a 36-MP mask at a few MB beyond the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+SAM_IMAGE_SIZE = 1024  # the image encoder's input side (every SAM variant)
+_BAND_ROWS = 256
+
+
+def working_size(height: int, width: int, long_side: int = SAM_IMAGE_SIZE) -> tuple[int, int]:
+    """ResizeLongestSide.get_preprocess_shape: both sides scaled so the long one is `long_side`
+    (a side can round to 0 for strips thinner than 1:2048; callers refuse those first)."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def to_working_image(image: np.ndarray, long_side: int = SAM_IMAGE_SIZE) -> np.ndarray:
+    """The HxWx3 uint8 photo at SAM's working size: PIL's bilinear resize, which is what
+    ResizeLongestSide.apply_image runs (torchvision's resize of a PIL image)."""
+    height, width = working_size(*image.shape[:2], long_side=long_side)
+    if (height, width) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float64) * b.astype(np.float64) + c).astype(np.float32)
+
+
+def _source(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(index0, index1, lambda0, lambda1) of each output position along one axis."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    dst = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
+    real = np.maximum(_fma(np.full(n_out, scale, np.float32), dst, np.float64(-0.5)), 0)
+    index0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+    index1 = np.where(index0 < n_in - 1, index0 + 1, index0)
+    lambda1 = np.clip(real - index0.astype(np.float32), 0, 1).astype(np.float32)
+    return index0, index1, (np.float32(1) - lambda1).astype(np.float32), lambda1
+
+
+def _bilinear_rows(
+    image: np.ndarray, size: tuple[int, int], rows: slice | None = None
+) -> np.ndarray:
+    """Rows `rows` of `F.interpolate(image, size, mode="bilinear", align_corners=False)` for an
+    HxW float32 array."""
+    out_h, out_w = size
+    r0, r1, h0, h1 = _source(image.shape[0], out_h)
+    c0, c1, w0, w1 = _source(image.shape[1], out_w)
+    if rows is not None:
+        r0, r1, h0, h1 = r0[rows], r1[rows], h0[rows], h1[rows]
+    needed = np.union1d(r0, r1)
+    lookup = np.searchsorted(needed, [r0, r1])
+    source = image[needed]
+    horizontal = _fma(source[:, c0], np.broadcast_to(w0, (len(needed), out_w)), source[:, c1] * w1)
+    top, bottom = horizontal[lookup[0]], horizontal[lookup[1]]
+    return _fma(top, np.broadcast_to(h0[:, None], top.shape), bottom * h1[:, None])
+
+
+def upsample_masks(
+    low_res: np.ndarray,
+    input_size: Sequence[int],
+    original_size: Sequence[int],
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """KxHxW bool masks from SAM's Kx256x256 logits (Sam.postprocess_masks, then > threshold)."""
+    height, width = int(original_size[0]), int(original_size[1])
+    input_h, input_w = int(input_size[0]), int(input_size[1])
+    masks = np.empty((low_res.shape[0], height, width), dtype=bool)
+    for k, logits in enumerate(np.asarray(low_res, dtype=np.float32)):
+        padded = _bilinear_rows(logits, (SAM_IMAGE_SIZE, SAM_IMAGE_SIZE))
+        cropped = np.ascontiguousarray(padded[:input_h, :input_w])
+        for start in range(0, height, _BAND_ROWS):
+            band = slice(start, min(height, start + _BAND_ROWS))
+            masks[k, band] = _bilinear_rows(cropped, (height, width), band) > threshold
+    return masks
