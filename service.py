@@ -16,6 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ class InpaintAnything:
         self._reports: dict[str, dict[str, Any]] = {}
         self._flights: SingleFlight[str, tuple[np.ndarray, bool]] = SingleFlight()
         self._admission = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._background: set[asyncio.Future[Any]] = set()
         logger.info("SAM embedding cache: %s", self.cache.name)
 
     # --- the four routes ------------------------------------------------------------------
@@ -337,8 +339,12 @@ class InpaintAnything:
             return SamEmbedding(key, embedding, cached or joined)
 
     async def _encode(self, working: np.ndarray) -> np.ndarray:
-        job = SamJob(image=working, deadline=_deadline())
-        embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
+        job = SamJob(image=working, deadline=_deadline(), call_id=uuid.uuid4().hex)
+        try:
+            embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
+        except asyncio.CancelledError:  # every waiter went away: the runner may skip it
+            self._in_background(call_runner(self.sam.to_async.cancel, [job.call_id]))
+            raise
         if embedding.size == 0:
             raise _Skipped
         return embedding
@@ -514,6 +520,12 @@ class InpaintAnything:
             ),
         )
 
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._background.discard)
+
     # --- runner facts -----------------------------------------------------------------------
 
     async def _report(self, kind: str) -> dict[str, Any]:
@@ -620,6 +632,11 @@ def _deadline() -> float:
     return time.time() + settings.processing_timeout_s if deadline is None else deadline
 
 
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("background runner call failed: %r", task.exception())
+
+
 class _Skipped(Exception):
     """A runner skipped the work: its deadline had passed when it left the queue."""
 
@@ -646,8 +663,12 @@ async def _unless_disconnected(ctx: bentoml.Context, work: Awaitable[T]) -> T:
     request = ctx.request
 
     async def watch() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(_DISCONNECT_POLL_S)
+        try:
+            while not await request.is_disconnected():
+                await asyncio.sleep(_DISCONNECT_POLL_S)
+        except Exception:  # cannot tell: never claim a disconnect
+            logger.debug("disconnect detection unavailable", exc_info=True)
+            await asyncio.Event().wait()
 
     watcher = asyncio.ensure_future(watch())
     try:

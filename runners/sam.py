@@ -6,8 +6,9 @@ full-resolution array. The encoder is the expensive half (seconds on a CPU) and 
 always 1024x1024 after normalise + pad, so concurrent requests batch well. Decoding (~tens of
 ms) takes a cached embedding, which the entry keeps (see runners.embedding_cache).
 
-Every call carries the caller's absolute deadline (epoch seconds): work whose caller has given
-up by the time it leaves the queue is skipped, not run for nobody. `status` is async, so it
+Every call carries the caller's absolute deadline (epoch seconds), and an encoder job its call
+id, which the entry `cancel`s when its caller goes away: work whose caller has given up by the
+time it leaves the queue is skipped, not run for nobody. `status` is async, so it
 runs on the event loop and never waits behind inference in BentoML's one-thread limiter.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 settings = get_settings()
 
 Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
-SKIPPED = np.zeros((0,), dtype=np.float32)  # what an expired item gets instead of an embedding
+SKIPPED = np.zeros((0,), dtype=np.float32)  # what a skipped job gets instead of an embedding
+_CANCELLED_KEPT = 4096  # ids of calls already finished are never popped; keep the newest
 
 
 def expired(deadline: float | None) -> bool:
@@ -46,6 +49,7 @@ class SamJob(BaseModel):
 
     image: Array
     deadline: float | None = None
+    call_id: str | None = None  # what `cancel` names when the caller goes away
 
 
 class SamPrompt(BaseModel):
@@ -73,7 +77,13 @@ class SamRunner(ModelRunner):
 
     def __init__(self) -> None:
         self._counts_lock = threading.Lock()
-        self.counts = {"encoder_runs": 0, "images_encoded": 0, "skipped_expired": 0}
+        self.counts = {
+            "encoder_runs": 0,
+            "images_encoded": 0,
+            "skipped_expired": 0,
+            "skipped_cancelled": 0,
+        }
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
         super().__init__()
 
     def _count(self, **increments: int) -> None:
@@ -88,13 +98,17 @@ class SamRunner(ModelRunner):
     @bentoml.api(**batching(settings.sam_max_batch_size, settings))
     def embed(self, jobs: list[SamJob]) -> list[np.ndarray]:
         """Image embeddings (256x64x64 float32), one per job; `SKIPPED` (an empty array) for
-        a job whose deadline has passed."""
+        a job whose deadline has passed or whose call was cancelled."""
         import torch
 
         self.state.require()
-        live = [i for i, job in enumerate(jobs) if not expired(job.deadline)]
+        cancelled = [i for i, job in enumerate(jobs) if self._was_cancelled(job.call_id)]
+        live = [i for i, job in enumerate(jobs) if i not in cancelled and not expired(job.deadline)]
         results = [SKIPPED] * len(jobs)
-        self._count(skipped_expired=len(jobs) - len(live))
+        self._count(
+            skipped_cancelled=len(cancelled),
+            skipped_expired=len(jobs) - len(live) - len(cancelled),
+        )
         if not live:
             return results
         device = self.state.device
@@ -114,6 +128,23 @@ class SamRunner(ModelRunner):
         for i, feature in zip(live, features, strict=True):
             results[i] = feature.float().cpu().numpy()
         return results
+
+    def _was_cancelled(self, call_id: str | None) -> bool:
+        with self._counts_lock:
+            if call_id is None or call_id not in self._cancelled:
+                return False
+            del self._cancelled[call_id]
+            return True
+
+    @bentoml.api
+    async def cancel(self, call_ids: list[str]) -> None:
+        """Forget the work of these calls: their callers went away. Queued jobs with these
+        ids are skipped; a job already running finishes."""
+        with self._counts_lock:
+            for call_id in call_ids:
+                self._cancelled[call_id] = None
+            while len(self._cancelled) > _CANCELLED_KEPT:
+                self._cancelled.popitem(last=False)
 
     @bentoml.api
     def decode(

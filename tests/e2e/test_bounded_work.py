@@ -25,7 +25,8 @@ def _photo(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
 
 def _sam_counts(url: str) -> dict[str, int]:
     details = httpx.get(f"{url}/api/v1/ready", timeout=30).json()["models"]["sam"]["details"]
-    return {k: details[k] for k in ("encoder_runs", "images_encoded", "skipped_expired")}
+    names = ("encoder_runs", "images_encoded", "skipped_expired", "skipped_cancelled")
+    return {name: details[name] for name in names}
 
 
 async def _segment_all(url: str, photos: list[bytes], box: list[int]) -> list[httpx.Response]:
@@ -145,3 +146,32 @@ def test_ready_answers_while_the_runners_are_busy_and_timed_out_work_is_skipped(
     after = _sam_counts(url)
     assert after["skipped_expired"] > before["skipped_expired"]
     assert after["images_encoded"] - before["images_encoded"] < len(photos)
+
+
+def test_a_client_that_goes_away_has_its_queued_encoder_work_skipped(
+    short_deadline_server: Server,
+) -> None:
+    """The entry sees the disconnect (BentoML lets it), cancels the request's work and tells
+    the SAM runner, which skips the queued encoder job instead of running it for nobody."""
+    url = short_deadline_server.url
+    photos = [png_bytes(_photo(700 + i, 600, 800)) for i in range(30)]
+    request_id = f"gone-{np.random.default_rng().integers(1 << 40)}"
+    before = _sam_counts(url)
+
+    async def run() -> None:
+        load = asyncio.ensure_future(_segment_all(url, photos, [10, 10, 300, 200]))
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=url, timeout=0.3) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(
+                    "/api/v1/segment",
+                    headers={"X-Request-ID": request_id},
+                    files={"image": ("p.png", png_bytes(_photo(799, 600, 800)), "image/png")},
+                    data={"request": json.dumps({"box": [10, 10, 300, 200]})},
+                )
+        await load
+
+    asyncio.run(run())
+    assert f"{request_id} 408 client_closed_request" in short_deadline_server.log.read_text()
+    after = _sam_counts(url)
+    assert after["skipped_cancelled"] > before["skipped_cancelled"]

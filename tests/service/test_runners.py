@@ -117,6 +117,20 @@ def test_sam_skips_work_past_its_deadline(sam: SamRunner) -> None:
     assert after["skipped_expired"] - before["skipped_expired"] == 2
 
 
+def test_sam_skips_the_queued_work_of_a_cancelled_call(sam: SamRunner) -> None:
+    before = asyncio.run(sam.status())["details"]
+    gone, kept = _jobs(_photo(32, 48, 10), _photo(32, 48, 11), deadline=time.time() + 600)
+    gone = gone.model_copy(update={"call_id": "gone"})
+    asyncio.run(sam.cancel(["gone"]))
+    skipped, done = sam.embed([gone, kept])
+    assert skipped.size == 0 and done.shape == (256, 64, 64)
+    after = asyncio.run(sam.status())["details"]
+    assert after["skipped_cancelled"] - before["skipped_cancelled"] == 1
+    assert after["images_encoded"] - before["images_encoded"] == 1
+    # The id is used up: a later job under the same id (never reused in practice) runs.
+    assert sam.embed([gone])[0].shape == (256, 64, 64)
+
+
 def test_lama_batch_of_mixed_sizes_matches_single_runs(lama: LamaRunner) -> None:
     items = []
     for height, width, seed in ((40, 56, 5), (64, 64, 6), (40, 56, 7)):
