@@ -240,6 +240,7 @@ class InpaintAnything:
         started = time.perf_counter()
         # The deadline travels with every runner call, so queued work past it is skipped.
         _DEADLINE.set(time.time() + settings.processing_timeout_s)
+        _REQUEST.set(request_id)
         admitted = False
 
         async def handle() -> BaseModel:
@@ -343,6 +344,7 @@ class InpaintAnything:
         try:
             embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
         except asyncio.CancelledError:  # every waiter went away: the runner may skip it
+            logger.info("request %s gave up: cancelling SAM call %s", _REQUEST.get(), job.call_id)
             self._in_background(call_runner(self.sam.to_async.cancel, [job.call_id]))
             raise
         if embedding.size == 0:
@@ -625,6 +627,7 @@ FLOW_KERNELS = {
 
 # The absolute deadline (epoch seconds) of the request being handled; runners skip work past it.
 _DEADLINE: ContextVar[float | None] = ContextVar("deadline", default=None)
+_REQUEST: ContextVar[str] = ContextVar("request_id", default="-")  # for the log only
 
 
 def _deadline() -> float:
@@ -653,7 +656,7 @@ def _masks(logits: np.ndarray, image: np.ndarray) -> np.ndarray:
     return upsample_masks(logits, working_size(height, width), (height, width))
 
 
-_DISCONNECT_POLL_S = 0.5
+_DISCONNECT_POLL_S = 0.25
 
 
 async def _unless_disconnected(ctx: bentoml.Context, work: Awaitable[T]) -> T:

@@ -14,6 +14,7 @@ runs on the event loop and never waits behind inference in BentoML's one-thread 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+logger = logging.getLogger("inpaint.runners")
 
 Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
 SKIPPED = np.zeros((0,), dtype=np.float32)  # what a skipped job gets instead of an embedding
@@ -105,6 +107,8 @@ class SamRunner(ModelRunner):
         cancelled = [i for i, job in enumerate(jobs) if self._was_cancelled(job.call_id)]
         live = [i for i, job in enumerate(jobs) if i not in cancelled and not expired(job.deadline)]
         results = [SKIPPED] * len(jobs)
+        for i in cancelled:
+            logger.info("SAM call %s skipped: cancelled by its caller", jobs[i].call_id)
         self._count(
             skipped_cancelled=len(cancelled),
             skipped_expired=len(jobs) - len(live) - len(cancelled),
