@@ -310,7 +310,7 @@ class InpaintAnything:
                 f"the mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; they must match"
             )
-        return Upload(image, binarize_mask(raw_mask))
+        return Upload(image, await asyncio.to_thread(binarize_mask, raw_mask))
 
     # --- SAM --------------------------------------------------------------------------------
 
@@ -388,14 +388,14 @@ class InpaintAnything:
                 raise ValidationException(
                     "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
                 )
-            if not upload.mask.any():
+            if not await asyncio.to_thread(upload.mask.any):
                 raise EmptyMaskException("the uploaded mask has no non-zero pixel")
             return Selection(upload.mask, None, None)
         image = upload.image
         logits, scores, _ = await self._prompted_candidates(request, image, "or upload a mask")
         index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
         mask = (await asyncio.to_thread(_masks, logits[index : index + 1], image))[0]
-        if not mask.any():
+        if not await asyncio.to_thread(mask.any):
             raise EmptyMaskException(
                 f"SAM's mask {index} for this prompt is empty; click elsewhere, choose another "
                 "mask_index or upload a mask"

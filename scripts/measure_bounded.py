@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import io
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.local_server import REPO_ROOT, import_tiny_models, serving
 
 ENV = {"TORCH_THREADS": "1", "MAX_IMAGE_PIXELS": "40000000", "MAX_FILE_SIZE": str(64 << 20)}

@@ -413,10 +413,11 @@ class LamaRegion:
         _check_image(image, self.image_size)
         mask = _check_mask(mask, self.image_size)
         x0, y0, x1, y1 = self.box
-        image_part = np.array(image[y0:y1, x0:x1])
         mask_part = mask[y0:y1, x0:x1]
-        if self.kind == "downscale":
-            image_part = _resize_image(image_part, self.part_size)
+        if self.kind != "downscale":
+            image_part = np.array(image[y0:y1, x0:x1])
+        else:  # resized straight from the view: no full-size copy
+            image_part = _resize_image(image[y0:y1, x0:x1], self.part_size)
             mask_part = dilate_mask(
                 _resize_mask(mask_part, self.part_size), 2 * _LAMA_DOWNSCALE_GROW + 1
             )
@@ -431,7 +432,8 @@ class LamaRegion:
             raise ValueError(f"result shape {result_part.shape} is not {expected}")
         result_part = result_part.astype(original_image.dtype, copy=False)
         if self.kind == "downscale":
-            return np.array(_resize_image(result_part, self.image_size))
+            restored = _resize_image(result_part, self.image_size)
+            return restored if restored is not result_part else restored.copy()
         result = original_image.copy()
         x0, y0, x1, y1 = self.box
         result[y0:y1, x0:x1] = result_part
