@@ -34,7 +34,7 @@ from config.settings import Settings
 from tests.conftest import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
-SOURCE_PACKAGES = ("api", "config", "models", "runners", "utils")
+SOURCE_PACKAGES = ("api", "config", "flows", "models", "runners", "utils")
 
 
 def _yaml(path: Path) -> dict[str, Any]:
