@@ -13,6 +13,7 @@ Runners know models, utils know pixels; this module knows the flows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -53,7 +54,7 @@ from api.schemas import (
 )
 from config.settings import get_settings
 from flows.limits import check_aspect_ratio, check_fill_canvas
-from flows.plan import Painted, Window, paint_region, region_to_paint
+from flows.plan import Painted, Painter, Window, paint_region, region_to_paint
 from runners.client import call_runner
 from runners.embedding_cache import SingleFlight, embedding_key, make_embedding_cache
 from runners.lama import LamaRunner
@@ -445,32 +446,30 @@ class InpaintAnything:
         selection = await self._select(request, upload)
         kernel = _kernel(request, FLOW_KERNELS[flow])
         region = await region_to_paint(selection.mask, kernel, keep_object=flow == "replace")
-        seed: int | None = None
-        window: Window
+        window, paint, model, seed = await self._painter(flow, request, size, region)
+        painted = await paint_region(image, region, window, paint)
+        return await self._inpaint_response(
+            request, painted, selection, model, kernel, seed, window.kind
+        )
+
+    async def _painter(
+        self, flow: str, request: InpaintRequest, size: tuple[int, int], region: np.ndarray
+    ) -> tuple[Window, Painter, str, int | None]:
+        """(window, painter, painting model, seed) of a flow."""
         if flow == "remove":
             window = await asyncio.to_thread(
                 plan_lama_region, size, region, settings.max_image_size, settings.lama_crop_margin
             )
-            painted = await paint_region(image, region, window, self._paint_lama)
-            return await self._inpaint_response(
-                request, painted, selection, "lama", kernel, None, window.kind
-            )
+            return window, self._paint_lama, "lama", None
+        if not isinstance(request, GenerateRequest):  # pragma: no cover - routes guarantee it
+            raise TypeError(f"{flow} needs a GenerateRequest")
         resolution = await self._sd_resolution()
         if flow == "fill":
             window = await asyncio.to_thread(plan_fill_window, size, region, resolution)
-            strategy = "window"
         else:
             window = plan_letterbox(size, resolution)
-            strategy = "letterbox"
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)  # type: ignore[attr-defined]
-
-        async def paint_sd(part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
-            return await self._paint_sd(request, seed, part, part_mask)  # type: ignore[arg-type]
-
-        painted = await paint_region(image, region, window, paint_sd)
-        return await self._inpaint_response(
-            request, painted, selection, "sd", kernel, seed, strategy
-        )
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        return window, functools.partial(self._paint_sd, request, seed), "sd", seed
 
     async def _paint_lama(self, part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
         item = np.dstack([part, mask_to_png_array(part_mask)])

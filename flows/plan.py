@@ -21,6 +21,9 @@ from utils.masks import dilate_mask, invert_mask, paste_masked
 class Window(Protocol):
     """Where a model looks (utils.windows: LamaRegion, FillWindow, Letterbox)."""
 
+    @property
+    def kind(self) -> str: ...  # metadata.strategy
+
     def extract(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def restore(self, part: np.ndarray, original_image: np.ndarray) -> np.ndarray: ...

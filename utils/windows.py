@@ -117,6 +117,10 @@ class FillWindow:
     y: int
 
     @property
+    def kind(self) -> str:
+        return "window"
+
+    @property
     def scale_x(self) -> float:
         return self.scaled_size[1] / self.image_size[1]
 
@@ -306,6 +310,10 @@ class Letterbox:
     resized_size: Size
     pad_top: int
     pad_left: int
+
+    @property
+    def kind(self) -> str:
+        return "letterbox"
 
     @property
     def pad_bottom(self) -> int:
