@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     max_canvas_pixels: int = Field(default=40_000_000, ge=4096)
     # Requests holding a decoded image in the entry at once; the rest wait for a slot within
     # their deadline, else 503 `overloaded` with Retry-After: RETRY_AFTER_S.
-    max_concurrent_requests: int = Field(default=8, ge=1)
+    max_concurrent_requests: int = Field(default=4, ge=1)
     retry_after_s: int = Field(default=5, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Issue 6's closing numbers for one checkout: 100 concurrent /segment on 4 photos, and the
 entry's peak RSS for 20 concurrent removes of a 36-MP photo (tiny models, real `bentoml serve`).
 
-    .venv/bin/python scripts/measure_bounded.py [--repo DIR] [--out FILE]
+    .venv/bin/python scripts/measure_bounded.py [--repo DIR] [--only segment|remove] [--out FILE]
 
 `--repo` serves another checkout (e.g. the previous commit) with the same store and settings,
 so two runs side by side compare like for like. Encoder runs: the SAM runner's counter where
@@ -80,59 +80,71 @@ def _entry_process(repo: Path) -> psutil.Process:
     raise RuntimeError("entry worker not found")
 
 
-def measure(repo: Path, home: Path, log: Path) -> dict:
+def measure(repo: Path, home: Path, log: Path, only: str | None) -> dict:
     report: dict = {"repo": str(repo)}
     with serving(home, log, ENV, cwd=repo) as server:
-        photos = _photos((534, 800), 4, seed=int(time.time()))
-        before = _encoder_images(server.url)
-        results = asyncio.run(
-            _post_all(server.url, "segment", photos * 25, {"box": [50, 50, 600, 450]})
-        )
-        after = _encoder_images(server.url)
-        seconds = sorted(r[1] for r in results)
-        report["segment_100_on_4"] = {
-            "statuses": _statuses(results),
-            "p50_s": round(float(np.percentile(seconds, 50)), 2),
-            "p95_s": round(float(np.percentile(seconds, 95)), 2),
-            "encoder_images_counted": None if after is None else after - before,
-            "embedding_cached_false": sum(r[2] is False for r in results),
-        }
-        entry = _entry_process(repo)
-        baseline = entry.memory_info().rss
-        peak, done = [baseline], threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], entry.memory_info().rss)
-                time.sleep(0.05)
-
-        big = _photos((5000, 7200), 1, seed=7)[0]
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            removes = asyncio.run(
-                _post_all(server.url, "remove", [big] * 20, {"point_coords": [[3600, 2800]]})
-            )
-        finally:
-            done.set()
-            sampler.join()
-        report["remove_20_x_36mp"] = {
-            "statuses": _statuses(removes),
-            "entry_rss_before_mb": round(baseline / 2**20),
-            "entry_peak_rss_mb": round(peak[0] / 2**20),
-            "p50_s": round(float(np.median([r[1] for r in removes])), 1),
-        }
+        if only != "remove":
+            report["segment_100_on_4"] = _segments(server.url)
+            print(json.dumps(report["segment_100_on_4"]), flush=True)
+        if only != "segment":
+            report["remove_20_x_36mp"] = _removes(server.url, repo)
     return report
+
+
+def _segments(url: str) -> dict:
+    """100 concurrent /segment calls on 4 photos this server has never seen."""
+    photos = _photos((534, 800), 4, seed=int(time.time()))
+    before = _encoder_images(url)
+    results = asyncio.run(_post_all(url, "segment", photos * 25, {"box": [50, 50, 600, 450]}))
+    after = _encoder_images(url)
+    seconds = sorted(r[1] for r in results)
+    return {
+        "statuses": _statuses(results),
+        "p50_s": round(float(np.percentile(seconds, 50)), 2),
+        "p95_s": round(float(np.percentile(seconds, 95)), 2),
+        "encoder_images_counted": None if after is None else after - before,
+        "embedding_cached_false": sum(r[2] is False for r in results),
+    }
+
+
+def _removes(url: str, repo: Path) -> dict:
+    """20 concurrent /remove calls on one 36-MP JPEG, sampling the entry's RSS every 50 ms."""
+    entry = _entry_process(repo)
+    baseline = entry.memory_info().rss
+    peak, done = [baseline], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], entry.memory_info().rss)
+            time.sleep(0.05)
+
+    big = _photos((5000, 7200), 1, seed=7)[0]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        removes = asyncio.run(
+            _post_all(url, "remove", [big] * 20, {"point_coords": [[3600, 2800]]})
+        )
+    finally:
+        done.set()
+        sampler.join()
+    return {
+        "statuses": _statuses(removes),
+        "entry_rss_before_mb": round(baseline / 2**20),
+        "entry_peak_rss_mb": round(peak[0] / 2**20),
+        "p50_s": round(float(np.median([r[1] for r in removes])), 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO_ROOT)
+    parser.add_argument("--only", choices=["segment", "remove"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="measure-"))
     import_tiny_models(scratch / "home")
-    report = measure(args.repo.resolve(), scratch / "home", scratch / "serve.log")
+    report = measure(args.repo.resolve(), scratch / "home", scratch / "serve.log", args.only)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
