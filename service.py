@@ -6,8 +6,14 @@
 - replace: SAM mask -> dilate -> SD inpainting of everything *but* the object -> paste back.
 
 Invariant: the response's `mask` is the regenerated region; every pixel outside it is
-bit-identical to the input (for PNG output), and the output has the input's size.
+bit-identical to the input (for PNG output), and the output has the input's size. The three
+inpainting flows share one plan (flows.plan), where that invariant lives.
 Runners know models, utils know pixels; this module knows the flows.
+
+Bounded work: SAM sees the photo at its working size and returns low-resolution logits that
+the entry upsamples (utils.sam_frame); one encoder run per photo however many ask at once
+(runners.embedding_cache.SingleFlight); every runner call carries the request's deadline, and
+a request whose client goes away is cancelled; at most MAX_CONCURRENT_REQUESTS hold an image.
 """
 
 from __future__ import annotations
