@@ -6,20 +6,30 @@
 - replace: SAM mask -> dilate -> SD inpainting of everything *but* the object -> paste back.
 
 Invariant: the response's `mask` is the regenerated region; every pixel outside it is
-bit-identical to the input (for PNG output), and the output has the input's size.
+bit-identical to the input (for PNG output), and the output has the input's size. The three
+inpainting flows share one plan (flows.plan), where that invariant lives.
 Runners know models, utils know pixels; this module knows the flows.
+
+Bounded work: SAM sees the photo at its working size and returns low-resolution logits that
+the entry upsamples (utils.sam_frame); one encoder run per photo however many ask at once
+(runners.embedding_cache.SingleFlight); every runner call carries the request's deadline, and
+a request whose client goes away is cancelled; at most MAX_CONCURRENT_REQUESTS hold an image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import aiohttp
 import bentoml
@@ -57,11 +67,13 @@ from api.schemas import (
     utc_timestamp,
 )
 from config.settings import get_settings
+from flows.limits import check_aspect_ratio, check_fill_canvas
+from flows.plan import Painted, Painter, Window, paint_region, region_to_paint
 from runners.client import call_runner
-from runners.embedding_cache import embedding_key, make_embedding_cache
+from runners.embedding_cache import SingleFlight, embedding_key, make_embedding_cache
 from runners.lama import LamaRunner
 from runners.runtime import process_memory_mb
-from runners.sam import SamPrompt, SamRunner
+from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
 from utils.exceptions import (
     EmptyMaskException,
@@ -80,7 +92,8 @@ from utils.image_io import (
     to_base64,
 )
 from utils.log_setup import configure_logging
-from utils.masks import binarize_mask, dilate_mask, invert_mask, mask_to_png_array, paste_masked
+from utils.masks import binarize_mask, mask_to_png_array
+from utils.sam_frame import to_working_image, upsample_masks, working_size
 from utils.windows import plan_fill_window, plan_lama_region, plan_letterbox, points_inside
 
 logger = logging.getLogger("inpaint.service")
@@ -92,6 +105,14 @@ ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("segment", "remove", "fill",
 EXTRA_ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("embedding", "jobs/fill", "jobs/replace")}
 RequestModel = TypeVar("RequestModel", bound=PromptRequest)
 Result = TypeVar("Result", bound=BaseModel)
+T = TypeVar("T")
+
+
+class ClientGoneException(InpaintError):
+    """The client closed the connection before the answer; nobody reads this one."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    code = "client_closed_request"
 
 
 def _documented_json(model: type[BaseModel]) -> Any:
@@ -120,21 +141,6 @@ class Selection:
     mask: np.ndarray
     index: int | None  # SAM's candidate; None when the caller uploaded the mask
     score: float | None
-
-
-@dataclass(frozen=True)
-class FlowResult:
-    image: np.ndarray
-    regenerated: np.ndarray
-    selection: Selection
-    model: str  # the runner that painted: lama or sd
-    dilate_kernel_size: int
-    seed: int | None = None
-    strategy: str | None = None
-
-    @property
-    def model_kinds(self) -> tuple[str, ...]:
-        return (self.model,) if self.selection.index is None else ("sam", self.model)
 
 
 def _parse_request(model: type[RequestModel], raw: Any) -> RequestModel:
@@ -209,6 +215,9 @@ class InpaintAnything:
             progress=self._job_progress,
             cancel=lambda job_id: call_runner(self.sd_monitor.to_async.cancel, job_id=job_id),
         )
+        self._flights: SingleFlight[str, tuple[np.ndarray, bool]] = SingleFlight()
+        self._admission = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._background: set[asyncio.Future[Any]] = set()
         logger.info("SAM embedding cache: %s", self.cache.name)
 
     # --- the four routes ------------------------------------------------------------------
@@ -308,7 +317,7 @@ class InpaintAnything:
 
         async def accept() -> JobAccepted:
             request, upload = await self._prepare(model, image, raw_request, masks)
-            _check_selection(request, upload)
+            await _check_selection(request, upload)
 
             async def work() -> BaseModel | InpaintError:
                 begun = time.perf_counter()
@@ -360,22 +369,46 @@ class InpaintAnything:
         request_id = request_id_from(dict(ctx.request.headers))
         ctx.response.headers[REQUEST_ID_HEADER] = request_id
         started = time.perf_counter()
+        # The deadline travels with every runner call, so queued work past it is skipped.
+        _DEADLINE.set(time.time() + settings.processing_timeout_s)
+        _REQUEST.set(request_id)
 
         async def work() -> BaseModel:
             request, upload = await self._prepare(model, image, raw_request, masks)
             return await flow(request, upload)
 
-        outcome = await self._attempt(route, request_id, work)
+        try:
+            outcome = await _unless_disconnected(
+                ctx, self._attempt(route, request_id, work, admit=True)
+            )
+        except ClientGoneException as exc:
+            outcome = exc
         return self._reply(ctx, request_id, _stamped(outcome, request_id, started))
 
     async def _attempt(
-        self, route: str, request_id: str, work: Callable[[], Awaitable[Result]]
+        self,
+        route: str,
+        request_id: str,
+        work: Callable[[], Awaitable[Result]],
+        admit: bool = False,
     ) -> Result | InpaintError:
-        """`work()` within the processing timeout; any failure as the error a client gets."""
+        """`work()` within the processing timeout; any failure as the error a client gets.
+        With `admit`, the work first waits for one of the MAX_CONCURRENT_REQUESTS slots that
+        bound the decoded images held at once; no slot within the deadline is 503 overloaded."""
+        admitted = not admit
         try:
             async with asyncio.timeout(settings.processing_timeout_s):
-                return await work()
+                if admitted:
+                    return await work()
+                async with self._admission:
+                    admitted = True
+                    return await work()
         except TimeoutError:
+            if not admitted:
+                return OverloadedException(
+                    f"no capacity freed up within {settings.processing_timeout_s:g} s; "
+                    "retry shortly"
+                )
             return ProcessingTimeoutException(
                 f"processing took longer than {settings.processing_timeout_s:g} s"
             )
@@ -395,7 +428,10 @@ class InpaintAnything:
         if not isinstance(outcome, InpaintError):
             return outcome
         ctx.response.status_code = int(outcome.status)
-        return error_response(outcome, request_id)
+        response = error_response(outcome, request_id)
+        if isinstance(outcome, OverloadedException):
+            response.headers["Retry-After"] = str(settings.retry_after_s)
+        return response
 
     async def _prepare(
         self,
@@ -417,6 +453,7 @@ class InpaintAnything:
             lambda: decode_image(image_path.read_bytes(), settings.max_image_pixels)
         )
         image = source.rgb
+        check_aspect_ratio(*image.shape[:2], settings.max_aspect_ratio)
         if mask_path is None:
             return Upload(image, None, source)
         raw_mask = await asyncio.to_thread(
@@ -427,59 +464,90 @@ class InpaintAnything:
                 f"the mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; they must match"
             )
-        return Upload(image, binarize_mask(raw_mask), source)
+        return Upload(image, await asyncio.to_thread(binarize_mask, raw_mask), source)
 
     # --- SAM --------------------------------------------------------------------------------
 
-    async def _embed(self, image: np.ndarray) -> tuple[str, np.ndarray, bool]:
-        """The image's cache key, its SAM embedding, and whether the cache had it."""
-        sam_tag = (await self._model_tags())["sam"]
-        with stage("cache"):
-            # Hashing megabytes of pixels is no work for the event loop.
-            key = await asyncio.to_thread(embedding_key, image, sam_tag)
-            embedding = await self.cache.get(key)
-        cached = embedding is not None
-        count_embedding_cache(hit=cached)
-        if embedding is None:
+    async def embedding_for(self, image: np.ndarray) -> SamEmbedding:
+        """The photo's SAM embedding (256x64x64 float32), its cache key and whether it came
+        from the cache. One encoder run per distinct photo and SAM model, however many
+        requests ask at once (in this process; Redis shares results across replicas)."""
+        working = await asyncio.to_thread(to_working_image, image)
+        key = await asyncio.to_thread(embedding_key, working, (await self._model_tags())["sam"])
+
+        async def compute() -> tuple[np.ndarray, bool]:
+            with stage("cache"):
+                cached = await self.cache.get(key)
+            if cached is not None:
+                return cached, True
             with stage("embed"):
-                embedding = (await call_runner(self.sam.to_async.embed, [image]))[0]
+                embedding = await self._encode(working)
             with stage("cache"):
                 await self.cache.put(key, embedding)
-        return key, embedding, cached
+            return embedding, False
 
-    async def _candidates(self, image: np.ndarray, prompt: PromptRequest) -> tuple[dict, bool]:
-        """SAM's candidate masks and scores; the embedding comes from the cache when it can."""
-        _, embedding, cached = await self._embed(image)
+        while True:
+            try:
+                (embedding, cached), joined = await self._flights.run(key, compute)
+            except _Skipped:
+                # The flight's starter gave up and the runner skipped it; ours is still on.
+                if time.time() >= _deadline():
+                    raise TimeoutError from None
+                continue
+            count_embedding_cache(hit=cached or joined)
+            return SamEmbedding(key, embedding, cached or joined)
+
+    async def _encode(self, working: np.ndarray) -> np.ndarray:
+        job = SamJob(image=working, deadline=_deadline(), call_id=uuid.uuid4().hex)
+        try:
+            embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
+        except asyncio.CancelledError:  # every waiter went away: the runner may skip it
+            logger.info("request %s gave up: cancelling SAM call %s", _REQUEST.get(), job.call_id)
+            self._in_background(call_runner(self.sam.to_async.cancel, [job.call_id]))
+            raise
+        if embedding.size == 0:
+            raise _Skipped
+        return embedding
+
+    async def _candidates(
+        self, image: np.ndarray, prompt: PromptRequest
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """SAM's (3x256x256 logits, 3 scores, embedding cached?) for the prompt."""
+        found = await self.embedding_for(image)
         with stage("mask"):
             result = await call_runner(
                 self.sam.to_async.decode,
-                embedding=embedding,
-                image_size=list(image.shape[:2]),
+                embedding=found.embedding,
+                original_size=list(image.shape[:2]),
                 prompt=SamPrompt(
                     point_coords=prompt.point_coords,
                     point_labels=prompt.point_labels,
                     box=prompt.box,
                 ),
+                deadline=_deadline(),
             )
-        return result, cached
+        if result.get("expired"):
+            raise TimeoutError
+        logits = np.asarray(result["low_res_logits"], dtype=np.float32)
+        return logits, np.asarray(result["scores"], dtype=float), found.cached
 
     async def _prompted_candidates(
         self, request: PromptRequest, image: np.ndarray, alternative: str = ""
-    ) -> tuple[dict, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """`_candidates` for a request's prompt, once the prompt is known to fit the image."""
         _check_prompt(request, image, alternative)
         return await self._candidates(image, request)
 
     async def _select(self, request: PromptRequest, upload: Upload) -> Selection:
         """The object mask: the uploaded one, or SAM's candidate for the prompt."""
-        _check_selection(request, upload)
+        await _check_selection(request, upload)
         if upload.mask is not None:
             return Selection(upload.mask, None, None)
-        result, _ = await self._prompted_candidates(request, upload.image, "or upload a mask")
-        scores = np.asarray(result["scores"], dtype=float)
+        image = upload.image
+        logits, scores, _ = await self._prompted_candidates(request, image, "or upload a mask")
         index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
-        mask = np.asarray(result["masks"][index], dtype=bool)
-        if not mask.any():
+        mask = (await asyncio.to_thread(_masks, logits[index : index + 1], image))[0]
+        if not await asyncio.to_thread(mask.any):
             raise EmptyMaskException(
                 f"SAM's mask {index} for this prompt is empty; click elsewhere, choose another "
                 "mask_index or upload a mask"
@@ -490,8 +558,8 @@ class InpaintAnything:
 
     async def _embedding(self, _: PromptRequest, upload: Upload) -> EmbeddingResponse:
         height, width = upload.image.shape[:2]
-        key, embedding, cached = await self._embed(upload.image)
-        data, dtype, shape = await asyncio.to_thread(encode_embedding, embedding)
+        found = await self.embedding_for(upload.image)
+        data, dtype, shape = await asyncio.to_thread(encode_embedding, found.embedding)
         tags = await self._tags_of(("sam",))
         return EmbeddingResponse(
             request_id="",
@@ -502,30 +570,29 @@ class InpaintAnything:
             input_size=sam_input_size(height, width),
             original_size=[height, width],
             model=tags["sam"],
-            key=key,
+            key=found.key,
             metadata=SegmentMetadata(
                 width=width,
                 height=height,
                 processing_time_ms=0.0,
                 models=tags,
                 device=await self._device_of("sam"),
-                embedding_cached=cached,
+                embedding_cached=found.cached,
             ),
         )
 
     async def _segment(self, request: SegmentRequest, upload: Upload) -> SegmentResponse:
         height, width = upload.image.shape[:2]
-        result, cached = await self._prompted_candidates(request, upload.image)
-        scores = [float(s) for s in result["scores"]]
+        logits, scores, cached = await self._prompted_candidates(request, upload.image)
         with stage("encode"):
             masks = await asyncio.to_thread(
-                lambda: [encode_mask_base64(m) for m in result["masks"]]
+                lambda: [encode_mask_base64(m) for m in _masks(logits, upload.image)]
             )
         return SegmentResponse(
             request_id="",
             timestamp=utc_timestamp(),
             masks=masks,
-            scores=scores,
+            scores=[float(s) for s in scores],
             best_index=int(np.argmax(scores)),
             metadata=SegmentMetadata(
                 width=width,
@@ -538,74 +605,86 @@ class InpaintAnything:
         )
 
     async def _remove(self, request: RemoveRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.remove_dilate_kernel_size)
-        image = upload.image
-        mask = dilate_mask(selection.mask, kernel)
-        region = plan_lama_region(
-            image.shape[:2], mask, settings.max_image_size, settings.lama_crop_margin
-        )
-        part_image, part_mask = region.extract(image, mask)
-        item = np.dstack([part_image, mask_to_png_array(part_mask)])
-        with stage("inpaint"):
-            inpainted = (await call_runner(self.lama.to_async.inpaint, [item]))[0]
-        with stage("composite"):
-            output = await asyncio.to_thread(
-                lambda: paste_masked(image, region.restore(inpainted, image), mask)
-            )
-        result = FlowResult(output, mask, selection, "lama", kernel, None, region.kind)
-        return await self._inpaint_response(request, result, upload.source)
+        return await self._inpaint("remove", request, upload)
 
     async def _fill(self, request: FillRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.fill_dilate_kernel_size)
-        image = upload.image
-        mask = dilate_mask(selection.mask, kernel)
-        window = plan_fill_window(image.shape[:2], mask, await self._sd_resolution())
-        job, seed = _sd_job(request, window.crop_image(image), window.crop_mask(mask))
-        with stage("inpaint"):
-            generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        with stage("composite"):
-            output = await asyncio.to_thread(
-                lambda: paste_masked(image, window.restore(generated, image), mask)
-            )
-        result = FlowResult(output, mask, selection, "sd", kernel, seed, "window")
-        return await self._inpaint_response(request, result, upload.source)
+        return await self._inpaint("fill", request, upload)
 
     async def _replace(self, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
-        selection = await self._select(request, upload)
-        kernel = _kernel(request, settings.replace_dilate_kernel_size)
+        return await self._inpaint("replace", request, upload)
+
+    async def _inpaint(self, flow: str, request: InpaintRequest, upload: Upload) -> InpaintResponse:
+        """The plan every inpainting flow shares (flows.plan): select -> dilate -> window ->
+        run -> paste back. Only the window and the painting runner differ."""
         image = upload.image
-        keep = dilate_mask(selection.mask, kernel)
-        regenerated = invert_mask(keep)
-        letterbox = plan_letterbox(image.shape[:2], await self._sd_resolution())
-        # The letterbox padding is outside the object, so it is regenerated too.
-        window_mask = invert_mask(letterbox.apply_mask(keep))
-        job, seed = _sd_job(request, letterbox.apply_image(image), window_mask)
+        size = image.shape[:2]
+        if flow == "fill":  # its canvas is checked before any model runs
+            check_fill_canvas(*size, await self._sd_resolution(), settings.max_canvas_pixels)
+        selection = await self._select(request, upload)
+        kernel = _kernel(request, FLOW_KERNELS[flow])
+        region = await region_to_paint(selection.mask, kernel, keep_object=flow == "replace")
+        window, paint, model, seed = await self._painter(flow, request, size, region)
+        painted = await paint_region(image, region, window, paint)
+        return await self._inpaint_response(
+            request, upload.source, painted, selection, model, kernel, seed, window.kind
+        )
+
+    async def _painter(
+        self, flow: str, request: InpaintRequest, size: tuple[int, int], region: np.ndarray
+    ) -> tuple[Window, Painter, str, int | None]:
+        """(window, painter, painting model, seed) of a flow."""
+        if flow == "remove":
+            window = await asyncio.to_thread(
+                plan_lama_region, size, region, settings.max_image_size, settings.lama_crop_margin
+            )
+            return window, self._paint_lama, "lama", None
+        if not isinstance(request, GenerateRequest):  # pragma: no cover - routes guarantee it
+            raise TypeError(f"{flow} needs a GenerateRequest")
+        resolution = await self._sd_resolution()
+        if flow == "fill":
+            window = await asyncio.to_thread(plan_fill_window, size, region, resolution)
+        else:
+            window = plan_letterbox(size, resolution)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        return window, functools.partial(self._paint_sd, request, seed), "sd", seed
+
+    async def _paint_lama(self, part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
+        item = np.dstack([part, mask_to_png_array(part_mask)])
+        with stage("inpaint"):
+            return (await call_runner(self.lama.to_async.inpaint, [item]))[0]
+
+    async def _paint_sd(
+        self, request: GenerateRequest, seed: int, part: np.ndarray, part_mask: np.ndarray
+    ) -> np.ndarray:
+        job = _sd_job(request, part, part_mask, seed)
         with stage("inpaint"):
             generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
-        with stage("composite"):
-            output = await asyncio.to_thread(
-                lambda: paste_masked(image, letterbox.restore(generated), regenerated)
-            )
-        result = FlowResult(output, regenerated, selection, "sd", kernel, seed, "letterbox")
-        return await self._inpaint_response(request, result, upload.source)
+        if generated.size == 0:
+            raise TimeoutError  # the runner skipped it: past the deadline
+        return generated
 
     async def _inpaint_response(
-        self, request: InpaintRequest, result: FlowResult, source: DecodedImage
+        self,
+        request: InpaintRequest,
+        source: DecodedImage,
+        painted: Painted,
+        selection: Selection,
+        model: str,
+        kernel: int,
+        seed: int | None,
+        strategy: str,
     ) -> InpaintResponse:
-        height, width = result.image.shape[:2]
+        height, width = painted.image.shape[:2]
         with stage("encode"):
             image_b64, mask_b64 = await asyncio.to_thread(
                 lambda: (
                     to_base64(
-                        encode_result(
-                            source, result.image, result.regenerated, request.output_format
-                        )
+                        encode_result(source, painted.image, painted.region, request.output_format)
                     ),
-                    encode_mask_base64(result.regenerated),
+                    encode_mask_base64(painted.region),
                 )
             )
+        kinds = (model,) if selection.index is None else ("sam", model)
         return InpaintResponse(
             request_id="",
             timestamp=utc_timestamp(),
@@ -615,15 +694,21 @@ class InpaintAnything:
                 width=width,
                 height=height,
                 processing_time_ms=0.0,
-                mask_index=result.selection.index,
-                mask_score=result.selection.score,
-                models=await self._tags_of(result.model_kinds),
-                device=await self._device_of(result.model),
-                dilate_kernel_size=result.dilate_kernel_size,
-                seed=result.seed,
-                strategy=result.strategy,
+                mask_index=selection.index,
+                mask_score=selection.score,
+                models=await self._tags_of(kinds),
+                device=await self._device_of(model),
+                dilate_kernel_size=kernel,
+                seed=seed,
+                strategy=strategy,
             ),
         )
+
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._background.discard)
 
     # --- runner facts -----------------------------------------------------------------------
 
@@ -703,7 +788,7 @@ def _check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = 
     _check_prompt_inside(request, *image.shape[:2])
 
 
-def _check_selection(request: PromptRequest, upload: Upload) -> None:
+async def _check_selection(request: PromptRequest, upload: Upload) -> None:
     """What can be said of the object selection before SAM runs."""
     if upload.mask is None:
         _check_prompt(request, upload.image, "or upload a mask")
@@ -711,7 +796,7 @@ def _check_selection(request: PromptRequest, upload: Upload) -> None:
         raise ValidationException(
             "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
         )
-    elif not upload.mask.any():
+    elif not await asyncio.to_thread(upload.mask.any):
         raise EmptyMaskException("the uploaded mask has no non-zero pixel")
 
 
@@ -728,9 +813,8 @@ def _kernel(request: InpaintRequest, default: int) -> int:
     return default if request.dilate_kernel_size is None else request.dilate_kernel_size
 
 
-def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tuple[SdJob, int]:
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-    job = SdJob(
+def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray, seed: int) -> SdJob:
+    return SdJob(
         image=image,
         mask=mask,
         prompt=request.text_prompt,
@@ -743,8 +827,77 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray) -> tu
         ),
         seed=seed,
         job_id=current_job_id.get(),  # set when the flow runs as a job (api.jobs)
+        deadline=_deadline(),
     )
-    return job, seed
+
+
+FLOW_KERNELS = {
+    "remove": settings.remove_dilate_kernel_size,
+    "fill": settings.fill_dilate_kernel_size,
+    "replace": settings.replace_dilate_kernel_size,
+}
+
+# The absolute deadline (epoch seconds) of the request being handled; runners skip work past it.
+_DEADLINE: ContextVar[float | None] = ContextVar("deadline", default=None)
+_REQUEST: ContextVar[str] = ContextVar("request_id", default="-")  # for the log only
+
+
+def _deadline() -> float:
+    deadline = _DEADLINE.get()
+    return time.time() + settings.processing_timeout_s if deadline is None else deadline
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("background runner call failed: %r", task.exception())
+
+
+class _Skipped(Exception):
+    """A runner skipped the work: its deadline had passed when it left the queue."""
+
+
+class SamEmbedding(NamedTuple):
+    key: str  # the embedding cache key
+    embedding: np.ndarray  # 256x64x64 float32
+    cached: bool  # True when this request did not run the encoder (cache or a shared run)
+
+
+def _masks(logits: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Kx256x256 SAM logits -> KxHxW bool masks of `image`, as SamPredictor makes them."""
+    height, width = image.shape[:2]
+    return upsample_masks(logits, working_size(height, width), (height, width))
+
+
+_DISCONNECT_POLL_S = 0.25
+
+
+async def _unless_disconnected(ctx: bentoml.Context, work: Awaitable[T]) -> T:
+    """`await work`, cancelled (and with it the runner calls it waits on) if the client goes
+    away meanwhile."""
+    task = asyncio.ensure_future(work)
+    request = ctx.request
+
+    async def watch() -> None:
+        try:
+            while not await request.is_disconnected():
+                await asyncio.sleep(_DISCONNECT_POLL_S)
+        except Exception:  # cannot tell: never claim a disconnect
+            logger.debug("disconnect detection unavailable", exc_info=True)
+            await asyncio.Event().wait()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        logger.info("client went away; its work is cancelled")
+        raise ClientGoneException("the client closed the connection")
+    return task.result()
 
 
 # CORS first (outermost of ours), so that the guard's error responses carry its headers too.

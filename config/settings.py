@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     job_max_count: int = Field(default=64, ge=1)  # jobs kept, finished ones included
     job_ttl_s: int = Field(default=3600, ge=1)  # a finished job is forgotten after this
     job_max_running: int = Field(default=1, ge=1)  # the others wait, `queued`
+    # --- bounded work ----------------------------------------------------------------------
+    # Strips thinner than 1:MAX_ASPECT_RATIO are refused (SAM needs <= 2048: long side 1024,
+    # short side >= 0.5 px); fill's upscaled canvas may hold at most MAX_CANVAS_PIXELS.
+    max_aspect_ratio: float = Field(default=100.0, ge=1.0, le=2048.0)
+    max_canvas_pixels: int = Field(default=40_000_000, ge=4096)
+    # Requests holding a decoded image in the entry at once; the rest wait for a slot within
+    # their deadline, else 503 `overloaded` with Retry-After: RETRY_AFTER_S.
+    max_concurrent_requests: int = Field(default=4, ge=1)
+    retry_after_s: int = Field(default=5, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
     allowed_origins: Annotated[list[str], NoDecode] = ["*"]

@@ -1,10 +1,14 @@
-"""Calling a runner from the entry service, surviving BentoML's dropped connections.
+"""Calling a runner from the entry service: retry only what provably never reached it.
 
-BentoML 1.4's client to a dependency can lose a pooled connection mid-request: it closes its
+A call is retried only when no connection could be opened (`ClientConnectorError`: connection
+refused, socket missing while a runner restarts), so the runner cannot have received the
+request. A connection lost after the request went out (`ServerDisconnectedError`, a reset) is
+never retried: the runner may have started the work, and a request that crashes a runner
+must not be sent twice more.
+
+What used to make such losses routine is avoided instead: BentoML 1.4's client closed its
 whole session every `runner_connection.max_requests` calls or `max_age` seconds while other
-requests are still in flight, and a runner's uvicorn drops idle keep-alive connections after
-5 s while the client may still reuse them (BentoML issues 5540, 4971). Runner calls are pure
-functions of their inputs, so retrying them on a fresh connection is safe.
+calls were in flight (BentoML issues 5540, 4971); runners.runtime sets both out of reach.
 """
 
 from __future__ import annotations
@@ -13,17 +17,18 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import aiohttp
-from tenacity import retry, retry_if_exception_type, stop_after_attempt
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 @retry(
-    retry=retry_if_exception_type(aiohttp.ClientConnectionError),
+    retry=retry_if_exception_type(aiohttp.ClientConnectorError),
     stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.1, max=1.0),
     reraise=True,
 )
 async def call_runner(method: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
-    """`await method(*args, **kwargs)`, again (twice at most) if the connection dropped."""
+    """`await method(*args, **kwargs)`, again (twice at most) if no connection could be made."""
     return await method(*args, **kwargs)

@@ -1,24 +1,73 @@
 """SAM embedding cache: a second click on the same photo skips the image encoder.
 
-Keys hash the decoded pixels (not the upload bytes) together with the SAM store tag, so a
-re-encoded upload of other pixels never hits, and two SAM models never share entries.
+Keys hash the pixels SAM encodes (the photo at SAM's working size, not the upload bytes)
+together with the SAM store tag, so a re-encoded upload of other pixels never hits, and two SAM
+models never share entries. `SingleFlight` makes concurrent requests for one key share one
+computation, so however many ask at once, the encoder runs once per photo and model.
 In-process LRU by default; Redis when REDIS_URL is set, so that replicas share it. A cache
 that fails is a miss, never a failed request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from config.settings import Settings
 
 logger = logging.getLogger("inpaint.cache")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Flight(Generic[V]):
+    def __init__(self, task: asyncio.Task[V]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class SingleFlight(Generic[K, V]):
+    """One computation per key at a time, shared by everyone who asks meanwhile.
+
+    A waiter that gives up (timeout, client gone) leaves the computation to the others; when
+    the last one leaves, the computation is cancelled, so nothing runs for nobody.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[K, _Flight[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    async def run(self, key: K, compute: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """(value, joined): joined is True when another caller's computation answered."""
+        flight = self._flights.get(key)
+        joined = flight is not None
+        if flight is None:
+            flight = _Flight(asyncio.ensure_future(compute()))
+            self._flights[key] = flight
+            flight.task.add_done_callback(lambda _, f=flight: self._land(key, f))
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task), joined
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()
+
+    def _land(self, key: K, flight: _Flight[V]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved here: a waiter-less failure is not "unhandled"
 
 
 def embedding_key(image: np.ndarray, model_tag: str) -> str:

@@ -46,7 +46,7 @@ class LamaRunner(ModelRunner):
         return inpaint_batch(self.generator, pairs, self.state.device)
 
     @bentoml.api
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return self.state.report()
 
 

@@ -34,6 +34,9 @@ def runner_service_config(settings: Settings) -> dict[str, Any]:
         "workers": 1,
         # Model calls can be long on a CPU; the entry service enforces the user-facing timeout.
         "traffic": {"timeout": settings.processing_timeout_s + 60},
+        # The entry's client to this runner would otherwise close its whole session every
+        # 100 calls / 300 s, dropping calls in flight (runners.client retries none of those).
+        "runner_connection": {"max_requests": 2**31 - 1, "max_age": 1e9},
     }
     if settings.runner_gpus:
         config["resources"] = {"gpu": settings.runner_gpus}

@@ -1,18 +1,29 @@
-"""SAM runner: a batchable image-embedding API and prompt-to-mask decoding.
+"""SAM runner: a batchable image encoder and prompt-to-logits decoding.
 
-The encoder is the expensive half (seconds on a CPU) and its input is always 1024x1024 after
-resize + pad, so concurrent requests batch well. Decoding (~tens of ms) takes a cached
-embedding, which the entry service keeps (see runners.embedding_cache).
+The entry sends the photo already at SAM's working size (long side 1024, see utils.sam_frame)
+and upsamples the decoder's 256x256 logits itself, so the runner never sees nor returns a
+full-resolution array. The encoder is the expensive half (seconds on a CPU) and its input is
+always 1024x1024 after normalise + pad, so concurrent requests batch well. Decoding (~tens of
+ms) takes a cached embedding, which the entry keeps (see runners.embedding_cache).
+
+Every call carries the caller's absolute deadline (epoch seconds), and an encoder job its call
+id, which the entry `cancel`s when its caller goes away: work whose caller has given up by the
+time it leaves the queue is skipped, not run for nobody. `status` is async, so it
+runs on the event loop and never waits behind inference in BentoML's one-thread limiter.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import resolve_tags
@@ -24,6 +35,25 @@ if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+logger = logging.getLogger("inpaint.runners")
+
+Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
+SKIPPED = np.zeros((0,), dtype=np.float32)  # what a skipped job gets instead of an embedding
+_CANCELLED_KEPT = 4096  # ids of calls already finished are never popped; keep the newest
+
+
+def expired(deadline: float | None) -> bool:
+    return deadline is not None and time.time() > deadline
+
+
+class SamJob(BaseModel):
+    """One photo to encode: HxWx3 uint8 at SAM's working size (long side 1024)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    image: Array
+    deadline: float | None = None
+    call_id: str | None = None  # what `cancel` names when the caller goes away
 
 
 class SamPrompt(BaseModel):
@@ -50,42 +80,103 @@ class SamRunner(ModelRunner):
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         return {"model_type": metadata.get("model_type")}
 
+    def __init__(self) -> None:
+        self._counts_lock = threading.Lock()
+        self.counts = {
+            "encoder_runs": 0,
+            "images_encoded": 0,
+            "skipped_expired": 0,
+            "skipped_cancelled": 0,
+        }
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        super().__init__()
+
+    def _count(self, **increments: int) -> None:
+        with self._counts_lock:
+            for name, value in increments.items():
+                self.counts[name] += value
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """The image encoder's forward pass: Bx3x1024x1024 normalised -> Bx256x64x64."""
+        return self.model.image_encoder(batch)
+
     @bentoml.api(**batching(settings.sam_max_batch_size, settings))
-    def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Image embeddings (256x64x64 float32) of HxWx3 uint8 RGB images, one batch."""
+    def embed(self, jobs: list[SamJob]) -> list[np.ndarray]:
+        """Image embeddings (256x64x64 float32), one per job; `SKIPPED` (an empty array) for
+        a job whose deadline has passed or whose call was cancelled."""
         import torch
 
         self.state.require()
-        model_work_started(self.kind, "embed", len(images))
+        cancelled = [i for i, job in enumerate(jobs) if self._was_cancelled(job.call_id)]
+        live = [i for i, job in enumerate(jobs) if i not in cancelled and not expired(job.deadline)]
+        results = [SKIPPED] * len(jobs)
+        for i in cancelled:
+            logger.info("SAM call %s skipped: cancelled by its caller", jobs[i].call_id)
+        self._count(
+            skipped_cancelled=len(cancelled),
+            skipped_expired=len(jobs) - len(live) - len(cancelled),
+        )
+        if not live:
+            return results
+        model_work_started(self.kind, "embed", len(live))
         device = self.state.device
         with torch.inference_mode():
             batch = torch.cat(
                 [
                     self.model.preprocess(
-                        torch.as_tensor(self.transform.apply_image(image), device=device)
+                        torch.tensor(jobs[i].image, device=device)
                         .permute(2, 0, 1)
                         .contiguous()[None]
                     )
-                    for image in images
+                    for i in live
                 ]
             )
-            features = self.model.image_encoder(batch)
-        return [f.float().cpu().numpy() for f in features]
+            features = self._encode(batch)
+        self._count(encoder_runs=1, images_encoded=len(live))
+        for i, feature in zip(live, features, strict=True):
+            results[i] = feature.float().cpu().numpy()
+        return results
+
+    def _was_cancelled(self, call_id: str | None) -> bool:
+        with self._counts_lock:
+            if call_id is None or call_id not in self._cancelled:
+                return False
+            del self._cancelled[call_id]
+            return True
+
+    @bentoml.api
+    async def cancel(self, call_ids: list[str]) -> None:
+        """Forget the work of these calls: their callers went away. Queued jobs with these
+        ids are skipped; a job already running finishes."""
+        with self._counts_lock:
+            for call_id in call_ids:
+                self._cancelled[call_id] = None
+            while len(self._cancelled) > _CANCELLED_KEPT:
+                self._cancelled.popitem(last=False)
 
     @bentoml.api
     def decode(
-        self, embedding: np.ndarray, image_size: list[int], prompt: SamPrompt
+        self,
+        embedding: np.ndarray,
+        original_size: list[int],
+        prompt: SamPrompt,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
-        """SAM's 3 candidate masks (3xHxW bool) and their predicted IoU scores."""
+        """SAM's 3 candidate low-resolution logits (3x256x256 float32) and predicted IoU
+        scores; {"expired": True} when the deadline has passed. The entry upsamples the logits
+        to masks (utils.sam_frame.upsample_masks)."""
         import torch
 
         self.state.require()
+        if expired(deadline):
+            self._count(skipped_expired=1)
+            return {"expired": True}
         model_work_started(self.kind, "decode", 1)
         device = self.state.device
-        original_size = (int(image_size[0]), int(image_size[1]))
+        size = (int(original_size[0]), int(original_size[1]))
         points = None
         if prompt.point_coords:
-            coords = self.transform.apply_coords(np.asarray(prompt.point_coords), original_size)
+            coords = self.transform.apply_coords(np.asarray(prompt.point_coords), size)
             labels = prompt.point_labels or [1] * len(prompt.point_coords)
             points = (
                 torch.as_tensor(coords, dtype=torch.float, device=device)[None],
@@ -93,11 +184,8 @@ class SamRunner(ModelRunner):
             )
         boxes = None
         if prompt.box:
-            box = self.transform.apply_boxes(np.asarray(prompt.box), original_size)
+            box = self.transform.apply_boxes(np.asarray(prompt.box), size)
             boxes = torch.as_tensor(box, dtype=torch.float, device=device)
-        input_size = self.transform.get_preprocess_shape(
-            *original_size, self.transform.target_length
-        )
         with torch.inference_mode():
             features = torch.as_tensor(embedding, device=device)[None]
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
@@ -108,9 +196,10 @@ class SamRunner(ModelRunner):
                 dense_prompt_embeddings=dense,
                 multimask_output=True,
             )
-            masks = self.model.postprocess_masks(low_res, input_size, original_size)
-            masks = masks > self.model.mask_threshold
-        return {"masks": masks[0].cpu().numpy(), "scores": iou[0].float().cpu().numpy()}
+        return {
+            "low_res_logits": low_res[0].float().cpu().numpy(),
+            "scores": iou[0].float().cpu().numpy(),
+        }
 
     @bentoml.api
     def decoder_onnx(self) -> np.ndarray:
@@ -120,8 +209,11 @@ class SamRunner(ModelRunner):
         return np.frombuffer(self.decoder_export.get(self.model), dtype=np.uint8)
 
     @bentoml.api
-    def status(self) -> dict[str, Any]:
-        return self.state.report()
+    async def status(self) -> dict[str, Any]:
+        report = self.state.report()
+        with self._counts_lock:
+            report["details"] = {**report["details"], **self.counts}
+        return report
 
 
 SamRunner.add_asgi_middleware(RunnerArrivals)

@@ -8,7 +8,9 @@ neighbours' seeds.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +29,16 @@ if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+SKIPPED = np.zeros((0,), dtype=np.uint8)  # what an expired job gets instead of a window
+
+
+class _Expired(Exception):
+    """Every job of a pipeline call is past its deadline: stop denoising."""
+
+
+def _expired(jobs: list[SdJob]) -> bool:
+    now = time.time()
+    return all(job.deadline is not None and now > job.deadline for job in jobs)
 
 
 # Jobs cross the process boundary pickled; the schema is only for BentoML's generated docs.
@@ -46,6 +58,7 @@ class SdJob(BaseModel):
     guidance_scale: float
     seed: int
     job_id: str | None = None  # set for a job (api.jobs): its progress is reported by id
+    deadline: float | None = None  # epoch seconds; past it the caller has given up
 
     def group_key(self) -> tuple[int, float, tuple[int, ...]]:
         return (self.num_inference_steps, self.guidance_scale, self.image.shape)
@@ -70,23 +83,26 @@ class SdRunner(ModelRunner):
 
     @bentoml.api(**batching(settings.sd_max_batch_size, settings))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:
-        """Generated SxSx3 uint8 windows, in the order of `jobs`."""
+        """Generated SxSx3 uint8 windows, in the order of `jobs`; `SKIPPED` (an empty array)
+        for a job whose deadline passed before or while it ran."""
         self.state.require()
         model_work_started(self.kind, "inpaint", len(jobs))
         groups: dict[tuple[int, float, tuple[int, ...]], list[int]] = defaultdict(list)
         for index, job in enumerate(jobs):
-            groups[job.group_key()].append(index)
-        results: list[np.ndarray | None] = [None] * len(jobs)
+            if not _expired([job]):
+                groups[job.group_key()].append(index)
+        results = [SKIPPED] * len(jobs)
         for indices in groups.values():
             group = [jobs[i] for i in indices]
             if self.board.all_cancelled([job.job_id for job in group if job.job_id]):
-                # Jobs cancelled while queued never start; the entry discards their result.
-                group_images = [np.zeros_like(job.image) for job in group]
-            else:
-                group_images = self._run(group)
-            for index, image in zip(indices, group_images, strict=True):
+                continue  # jobs cancelled while queued never start (SKIPPED)
+            try:
+                images = self._run(group)
+            except _Expired:
+                continue
+            for index, image in zip(indices, images, strict=True):
                 results[index] = image
-        return results  # type: ignore[return-value]
+        return results
 
     def _run(self, jobs: list[SdJob]) -> list[np.ndarray]:
         import torch
@@ -109,7 +125,7 @@ class SdRunner(ModelRunner):
                 guidance_scale=jobs[0].guidance_scale,
                 generator=[torch.Generator(device).manual_seed(job.seed) for job in jobs],
                 output_type="np",
-                callback_on_step_end=self.board.callback(job_ids, steps) if job_ids else None,
+                callback_on_step_end=self._step_callback(jobs, job_ids, steps),
             )
         return [np.clip(np.rint(image * 255), 0, 255).astype(np.uint8) for image in output.images]
 
@@ -125,8 +141,29 @@ class SdRunner(ModelRunner):
         self.board.cancel(job_id)
 
     @bentoml.api
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return self.state.report()
+
+    def _step_callback(
+        self, jobs: list[SdJob], job_ids: list[str], steps: int
+    ) -> Callable[..., dict[str, Any]]:
+        """diffusers' `callback_on_step_end`: report job progress (and stop cancelled jobs),
+        then stop a call whose every caller has given up."""
+        progress = self.board.callback(job_ids, steps) if job_ids else None
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            if progress is not None:
+                tensors = progress(pipe, step, timestep, tensors)
+            return _stop_if_expired(jobs, tensors)
+
+        return on_step_end
 
 
 SdRunner.add_asgi_middleware(RunnerArrivals)
+
+
+def _stop_if_expired(jobs: list[SdJob], tensors: dict[str, Any]) -> dict[str, Any]:
+    """A call whose every caller has given up stops denoising."""
+    if _expired(jobs):
+        raise _Expired
+    return tensors

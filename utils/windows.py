@@ -117,6 +117,10 @@ class FillWindow:
     y: int
 
     @property
+    def kind(self) -> str:
+        return "window"
+
+    @property
     def scale_x(self) -> float:
         return self.scaled_size[1] / self.image_size[1]
 
@@ -155,6 +159,10 @@ class FillWindow:
     def _window(self, array: np.ndarray) -> np.ndarray:
         c = self.crop_size
         return np.array(array[self.y : self.y + c, self.x : self.x + c])  # a copy, never a view
+
+    def extract(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(window of the image, window of the mask): what the pipeline paints."""
+        return self.crop_image(image), self.crop_mask(mask)
 
     def crop_image(self, image: np.ndarray) -> np.ndarray:
         """The crop_size x crop_size x C window of `image` (the pipeline's input image)."""
@@ -227,6 +235,17 @@ def _place(lo: int, hi: int, padded: int, crop: int) -> int:
     return min(max((lo + hi - crop) // 2, 0), padded - crop)
 
 
+def fill_canvas_pixels(image_size: Sequence[int], crop_size: int) -> int:
+    """The most pixels `plan_fill_window` can scale the image to, whatever the mask: it
+    enlarges only to bring the short side up to `crop_size` (a shrink makes it smaller)."""
+    height, width = _check_size(image_size)
+    short = min(height, width)
+    if short >= crop_size:
+        return height * width
+    scale = crop_size / short
+    return _scaled_length(height, scale) * _scaled_length(width, scale)
+
+
 def plan_fill_window(image_size: Sequence[int], mask: np.ndarray, crop_size: int) -> FillWindow:
     """Plan the fill flow's square window so that it contains every True pixel of `mask`.
 
@@ -293,6 +312,10 @@ class Letterbox:
     pad_left: int
 
     @property
+    def kind(self) -> str:
+        return "letterbox"
+
+    @property
     def pad_bottom(self) -> int:
         return self.target - self.resized_size[0] - self.pad_top
 
@@ -326,8 +349,16 @@ class Letterbox:
         padded[self.pad_top : self.pad_top + h, self.pad_left : self.pad_left + w] = resized
         return padded
 
-    def restore(self, generated: np.ndarray) -> np.ndarray:
-        """Crop the band off a target x target x C output and resize it to the original size."""
+    def extract(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(letterboxed image, letterboxed mask of the region to paint); the band is painted
+        too, whatever the flow, since it is cropped away afterwards."""
+        return self.apply_image(image), ~self.apply_mask(~_check_mask(mask, self.image_size))
+
+    def restore(
+        self, generated: np.ndarray, original_image: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Crop the band off a target x target x C output and resize it to the original size
+        (`original_image` is not needed: the whole image was regenerated)."""
         if generated.ndim != 3 or generated.shape[:2] != (self.target, self.target):
             raise ValueError(
                 f"generated shape {generated.shape} is not {self.target}x{self.target}xC"
@@ -390,10 +421,11 @@ class LamaRegion:
         _check_image(image, self.image_size)
         mask = _check_mask(mask, self.image_size)
         x0, y0, x1, y1 = self.box
-        image_part = np.array(image[y0:y1, x0:x1])
         mask_part = mask[y0:y1, x0:x1]
-        if self.kind == "downscale":
-            image_part = _resize_image(image_part, self.part_size)
+        if self.kind != "downscale":
+            image_part = np.array(image[y0:y1, x0:x1])
+        else:  # resized straight from the view: no full-size copy
+            image_part = _resize_image(image[y0:y1, x0:x1], self.part_size)
             mask_part = dilate_mask(
                 _resize_mask(mask_part, self.part_size), 2 * _LAMA_DOWNSCALE_GROW + 1
             )
@@ -408,7 +440,8 @@ class LamaRegion:
             raise ValueError(f"result shape {result_part.shape} is not {expected}")
         result_part = result_part.astype(original_image.dtype, copy=False)
         if self.kind == "downscale":
-            return np.array(_resize_image(result_part, self.image_size))
+            restored = _resize_image(result_part, self.image_size)
+            return restored if restored is not result_part else restored.copy()
         result = original_image.copy()
         x0, y0, x1, y1 = self.box
         result[y0:y1, x0:x1] = result_part

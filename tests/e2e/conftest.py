@@ -23,6 +23,7 @@ SERVER_ENV = {
     "DEFAULT_INFERENCE_STEPS": "2",
     "TORCH_THREADS": "1",
     "EMBEDDING_CACHE_SIZE": "8",
+    "MAX_CANVAS_PIXELS": "2000000",  # fill's upscaled-canvas limit, reached by a 2000x50 strip
 }
 
 

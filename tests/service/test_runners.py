@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 from bentoml.models import BentoModel
+from PIL import Image
 from segment_anything import SamPredictor
 
 from models.lama_inference import inpaint
 from runners.lama import LamaRunner
-from runners.sam import SamPrompt, SamRunner
+from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
+from tests.conftest import EXAMPLES_DIR
+from utils.sam_frame import to_working_image, upsample_masks, working_size
 
 
 def _photo(height: int, width: int, seed: int) -> np.ndarray:
@@ -43,41 +47,88 @@ def sd(tiny_tags: dict[str, str]) -> SdRunner:
     return runner
 
 
+def _jobs(*images: np.ndarray, deadline: float | None = None) -> list[SamJob]:
+    return [SamJob(image=to_working_image(image), deadline=deadline) for image in images]
+
+
 def test_sam_batch_equals_one_by_one(sam: SamRunner) -> None:
-    images = [_photo(48, 64, 1), _photo(90, 40, 2)]
-    batched = sam.embed(images)
-    alone = [sam.embed([image])[0] for image in images]
+    jobs = _jobs(_photo(48, 64, 1), _photo(90, 40, 2))
+    batched = sam.embed(jobs)
+    alone = [sam.embed([job])[0] for job in jobs]
     assert [e.shape for e in batched] == [(256, 64, 64)] * 2
     for one, other in zip(batched, alone, strict=True):
         np.testing.assert_allclose(one, other, rtol=1e-4, atol=1e-5)
     assert not np.allclose(batched[0], batched[1])
 
 
-def test_sam_decode_matches_segment_anything_predictor(sam: SamRunner) -> None:
-    """Embedding + decoding split across calls gives what SamPredictor gives in one go."""
-    image = _photo(60, 80, 3)
-    points, labels, box = [[20.0, 30.0], [60.0, 10.0]], [1, 0], [5.0, 5.0, 70.0, 50.0]
+@pytest.mark.parametrize(
+    ("name", "points", "labels", "box"),
+    [
+        ("remove/dog.jpg", [[200.0, 450.0]], [1], None),
+        ("replace/man.jpeg", [[300.0, 200.0], [60.0, 10.0]], [1, 0], [5.0, 5.0, 400.0, 350.0]),
+        ("fill/sample2.jpeg", None, None, [10.0, 20.0, 300.0, 200.0]),
+    ],
+)
+def test_sam_masks_are_sam_predictors_on_the_example_photos(
+    sam: SamRunner,
+    name: str,
+    points: list[list[float]] | None,
+    labels: list[int] | None,
+    box: list[float] | None,
+) -> None:
+    """The entry's half (working-size image, upsampling) and the runner's (embedding,
+    low-res logits) give exactly SamPredictor's masks on the original photo."""
+    with Image.open(EXAMPLES_DIR / name) as photo:
+        image = np.asarray(photo.convert("RGB"))
+    size = image.shape[:2]
     result = sam.decode(
-        embedding=sam.embed([image])[0],
-        image_size=[60, 80],
+        embedding=sam.embed(_jobs(image))[0],
+        original_size=list(size),
         prompt=SamPrompt(point_coords=points, point_labels=labels, box=box),
     )
+    assert result["low_res_logits"].shape == (3, 256, 256)
+    masks = upsample_masks(result["low_res_logits"], working_size(*size), size)
     predictor = SamPredictor(sam.model)
     predictor.set_image(image)
-    masks, scores, _ = predictor.predict(
-        point_coords=np.array(points), point_labels=np.array(labels), box=np.array(box)
+    expected, scores, _ = predictor.predict(
+        point_coords=None if points is None else np.array(points),
+        point_labels=None if labels is None else np.array(labels),
+        box=None if box is None else np.array(box),
     )
-    assert result["masks"].shape == (3, 60, 80) and result["masks"].dtype == bool
-    np.testing.assert_array_equal(result["masks"], masks)
+    assert masks.shape == (3, *size)
+    np.testing.assert_array_equal(masks, expected)
     np.testing.assert_allclose(result["scores"], scores, rtol=1e-4, atol=1e-5)
 
 
-def test_sam_box_only_prompt(sam: SamRunner) -> None:
-    image = _photo(32, 32, 4)
-    result = sam.decode(
-        embedding=sam.embed([image])[0], image_size=[32, 32], prompt=SamPrompt(box=[2, 2, 20, 20])
+def test_sam_skips_work_past_its_deadline(sam: SamRunner) -> None:
+    before = asyncio.run(sam.status())["details"]
+    past, future = time.time() - 1, time.time() + 600
+    late, live = sam.embed(
+        _jobs(_photo(32, 48, 8), deadline=past) + _jobs(_photo(32, 48, 9), deadline=future)
     )
-    assert result["masks"].shape == (3, 32, 32) and result["scores"].shape == (3,)
+    assert late.size == 0 and live.shape == (256, 64, 64)
+    expired = sam.decode(
+        embedding=live, original_size=[32, 48], prompt=SamPrompt(box=[2, 2, 20, 20]), deadline=past
+    )
+    assert expired == {"expired": True}
+    after = asyncio.run(sam.status())["details"]
+    assert after["encoder_runs"] - before["encoder_runs"] == 1
+    assert after["images_encoded"] - before["images_encoded"] == 1
+    assert after["skipped_expired"] - before["skipped_expired"] == 2
+
+
+def test_sam_skips_the_queued_work_of_a_cancelled_call(sam: SamRunner) -> None:
+    before = asyncio.run(sam.status())["details"]
+    gone, kept = _jobs(_photo(32, 48, 10), _photo(32, 48, 11), deadline=time.time() + 600)
+    gone = gone.model_copy(update={"call_id": "gone"})
+    asyncio.run(sam.cancel(["gone"]))
+    skipped, done = sam.embed([gone, kept])
+    assert skipped.size == 0 and done.shape == (256, 64, 64)
+    after = asyncio.run(sam.status())["details"]
+    assert after["skipped_cancelled"] - before["skipped_cancelled"] == 1
+    assert after["images_encoded"] - before["images_encoded"] == 1
+    # The id is used up: a later job under the same id (never reused in practice) runs.
+    assert sam.embed([gone])[0].shape == (256, 64, 64)
 
 
 def test_lama_batch_of_mixed_sizes_matches_single_runs(lama: LamaRunner) -> None:
@@ -120,6 +171,12 @@ def test_sd_groups_by_shared_parameters_and_keeps_order(sd: SdRunner) -> None:
         assert np.abs(result.astype(int) - alone.astype(int)).max() <= 2
 
 
+def test_sd_skips_a_job_past_its_deadline(sd: SdRunner) -> None:
+    late = _job(5).model_copy(update={"deadline": time.time() - 1})
+    skipped, done = sd.inpaint([late, _job(6)])
+    assert skipped.size == 0 and done.shape == (256, 256, 3)
+
+
 def test_sd_seed_decides_the_output(sd: SdRunner) -> None:
     first, again, other = sd.inpaint([_job(11), _job(11)]) + sd.inpaint([_job(12)])
     np.testing.assert_array_equal(first, again)
@@ -127,10 +184,10 @@ def test_sd_seed_decides_the_output(sd: SdRunner) -> None:
 
 
 def test_status_reports_the_loaded_model(sam: SamRunner, sd: SdRunner) -> None:
-    report = sam.status()
+    report = asyncio.run(sam.status())
     assert report["loaded"] and report["demo"] and report["device"] == "cpu"
     assert report["tag"].startswith("sam-tiny:") and not report["tag"].endswith(":latest")
-    assert sd.status()["details"]["native_resolution"] == 256
+    assert asyncio.run(sd.status())["details"]["native_resolution"] == 256
 
 
 def test_a_runner_without_its_model_stays_up_and_answers_503(
@@ -138,7 +195,7 @@ def test_a_runner_without_its_model_stays_up_and_answers_503(
 ) -> None:
     monkeypatch.setattr(LamaRunner.inner, "model_ref", BentoModel("no-such-lama:v1"))
     runner = LamaRunner()
-    report = runner.status()
+    report = asyncio.run(runner.status())
     assert report["loaded"] is False and "no-such-lama:v1" in report["error"]
     with pytest.raises(ServiceUnavailable, match="not loaded"):
         runner.inpaint([np.zeros((16, 16, 4), np.uint8)])

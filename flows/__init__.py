@@ -1,0 +1,1 @@
+"""What the routes share beyond HTTP: the one inpainting plan and the geometry limits."""

@@ -1,0 +1,196 @@
+"""Bounded work through a real `bentoml serve`: geometry limits before any model runs, one
+encoder run per photo, deadlines that reach the runners, /ready while the runners are busy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from scripts.local_server import ServerError, serving
+from tests.e2e.conftest import SERVER_ENV, Server
+from tests.e2e.helpers import assert_error, png_bytes, post
+
+pytestmark = pytest.mark.e2e
+
+
+def _photo(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _sam_counts(url: str) -> dict[str, int]:
+    details = httpx.get(f"{url}/api/v1/ready", timeout=30).json()["models"]["sam"]["details"]
+    names = ("encoder_runs", "images_encoded", "skipped_expired", "skipped_cancelled")
+    return {name: details[name] for name in names}
+
+
+async def _segment_all(url: str, photos: list[bytes], box: list[int]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(photos))
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/segment",
+                    files={"image": ("p.png", photo, "image/png")},
+                    data={"request": json.dumps({"box": box})},
+                )
+                for photo in photos
+            )
+        )
+
+
+@pytest.mark.parametrize(("width", "height"), [(3000, 1), (20000, 5), (1, 3000)])
+def test_thin_strips_get_a_422_not_a_500(server: Server, width: int, height: int) -> None:
+    with server.client() as client:
+        response = post(
+            client, "segment", png_bytes(_photo(1, height, width)), {"point_coords": [[0, 0]]}
+        )
+    assert_error(response, 422, "validation_error")
+    assert "MAX_ASPECT_RATIO" in response.json()["error"]["message"]
+
+
+def test_a_fill_whose_upscaled_canvas_is_too_big_is_refused_before_any_model(
+    server: Server,
+) -> None:
+    """2000x50 with a mask: fill would scale it to 256x10240 (the SD window is 256)."""
+    image, mask = _photo(2, 50, 2000), np.zeros((50, 2000), np.uint8)
+    mask[10:30, 100:140] = 255
+    with server.client() as client:
+        response = post(client, "fill", png_bytes(image), {"text_prompt": "sky"}, png_bytes(mask))
+        assert client.get("/api/v1/health").status_code == 200
+    assert_error(response, 422, "validation_error")
+    assert "MAX_CANVAS_PIXELS" in response.json()["error"]["message"]
+
+
+def test_a_million_pixel_strip_fill_is_a_quick_422_while_health_answers(server: Server) -> None:
+    image = np.zeros((1, 1_000_000, 3), np.uint8)
+    mask = np.zeros((1, 1_000_000), np.uint8)
+    mask[0, :10] = 255
+
+    async def run() -> tuple[httpx.Response, list[int]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            fill = asyncio.ensure_future(
+                client.post(
+                    "/api/v1/fill",
+                    files={
+                        "image": ("s.png", png_bytes(image), "image/png"),
+                        "mask": ("m.png", png_bytes(mask), "image/png"),
+                    },
+                    data={"request": json.dumps({"text_prompt": "sky"})},
+                )
+            )
+            health = [(await client.get("/api/v1/health")).status_code for _ in range(3)]
+            return await fill, health
+
+    response, health = asyncio.run(run())
+    assert health == [200, 200, 200]
+    assert_error(response, 422, "validation_error")
+
+
+def test_concurrent_segments_run_the_encoder_once_per_photo(server: Server) -> None:
+    """100 concurrent /segment calls on 4 photos never seen before: exactly 4 encoder runs."""
+    photos = [png_bytes(_photo(100 + i, 48, 64)) for i in range(4)]
+    before = _sam_counts(server.url)
+    responses = asyncio.run(_segment_all(server.url, photos * 25, [4, 4, 40, 30]))
+    assert [r.status_code for r in responses] == [200] * 100
+    after = _sam_counts(server.url)
+    assert after["images_encoded"] - before["images_encoded"] == 4
+    cached = [r.json()["metadata"]["embedding_cached"] for r in responses]
+    assert cached.count(False) == 4
+
+
+@pytest.fixture(scope="module")
+def short_deadline_server(
+    bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Requests give up after 2 s; 16 at a time hold an image in the entry."""
+    log = tmp_path_factory.mktemp("serve-deadline") / "serve.log"
+    env = {**SERVER_ENV, "PROCESSING_TIMEOUT_S": "2", "MAX_CONCURRENT_REQUESTS": "16"}
+    try:
+        with serving(bentoml_home, log, env) as running:
+            yield Server(url=running.url, log=running.log, bentoml_home=bentoml_home)
+    except ServerError as exc:
+        pytest.fail(str(exc))
+
+
+def test_ready_answers_while_the_runners_are_busy_and_timed_out_work_is_skipped(
+    short_deadline_server: Server,
+) -> None:
+    """40 distinct photos: 16 queue up at the SAM runner (each encoder run costs the same,
+    however small the photo), the rest wait for a slot in the entry. /ready answers before they
+    are done; past the 2 s deadline the admitted requests get 504 and the runner skips their
+    queued encoder work, and those never admitted get 503 overloaded with Retry-After."""
+    url = short_deadline_server.url
+    photos = [png_bytes(_photo(500 + i, 24, 32)) for i in range(40)]
+    before = _sam_counts(url)
+
+    async def run() -> tuple[list[httpx.Response], httpx.Response, bool]:
+        segments = asyncio.ensure_future(_segment_all(url, photos, [2, 2, 20, 16]))
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(timeout=60) as client:
+            ready = await client.get(f"{url}/api/v1/ready")
+        answered_first = not segments.done()
+        return await segments, ready, answered_first
+
+    responses, ready, answered_first = asyncio.run(run())
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert answered_first, "/ready waited for the queued inference"
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503, 504} and {503, 504} <= set(statuses), statuses
+    for response in responses:
+        if response.status_code == 504:
+            assert_error(response, 504, "processing_timeout")
+        elif response.status_code == 503:
+            assert_error(response, 503, "overloaded")
+            assert response.headers["retry-after"] == "5"
+    for _ in range(300):  # the runner skips the queued jobs when they leave its queue
+        after = _sam_counts(url)
+        if any(after[k] > before[k] for k in ("skipped_expired", "skipped_cancelled")):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the SAM runner skipped none of the work whose callers had timed out")
+    assert after["images_encoded"] - before["images_encoded"] < len(photos)
+
+
+def test_a_client_that_goes_away_has_its_queued_encoder_work_skipped(
+    short_deadline_server: Server,
+) -> None:
+    """The entry sees the disconnect (BentoML lets it), cancels the request's work and tells
+    the SAM runner, which skips that queued encoder job instead of running it for nobody."""
+    url = short_deadline_server.url
+    # Fewer than BentoML's 16 connections to a runner: every call reaches the SAM runner.
+    photos = [png_bytes(_photo(700 + i, 24, 32)) for i in range(10)]
+    request_id = f"gone-{np.random.default_rng().integers(1 << 40)}"
+
+    async def run() -> None:
+        load = asyncio.ensure_future(_segment_all(url, photos, [2, 2, 20, 16]))
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(
+                    "/api/v1/segment",
+                    headers={"X-Request-ID": request_id},
+                    files={"image": ("p.png", png_bytes(_photo(799, 24, 32)), "image/png")},
+                    data={"request": json.dumps({"box": [2, 2, 20, 16]})},
+                )
+        await load
+
+    asyncio.run(run())
+    log = short_deadline_server.log.read_text()
+    assert f"{request_id} 408 client_closed_request" in log
+    call = re.search(rf"request {request_id} gave up: cancelling SAM call (\w+)", log)
+    assert call is not None, "the entry did not cancel the request's SAM call"
+    skipped = f"SAM call {call.group(1)} skipped: cancelled by its caller"
+    for _ in range(300):  # the runner logs it when the job leaves its queue
+        if skipped in short_deadline_server.log.read_text():
+            return
+        time.sleep(0.1)
+    pytest.fail("the SAM runner ran (or never got) the cancelled call")
