@@ -118,8 +118,9 @@ async def _send(client: httpx.AsyncClient, call: Call) -> httpx.Response:
             url, content=call.content, headers={"Content-Type": "application/json"}
         )
     if call.files is None:
-        # multipart without a file part: httpx needs a files dict to encode form fields so.
-        return await client.post(url, data=call.data, files={"other": ("o.txt", b"x")})
+        # multipart with only the `request` part: (None, text) is a plain form field.
+        assert call.data is not None
+        return await client.post(url, files={k: (None, v) for k, v in call.data.items()})
     return await client.post(url, files=call.files, data=call.data)
 
 
