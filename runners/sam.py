@@ -45,7 +45,15 @@ class SamRunner(ModelRunner):
         architecture = SamArchitecture.from_metadata(metadata["architecture"])
         self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        return {"model_type": metadata.get("model_type")}
+        from runners.fast_paths import sam_encoder
+
+        self._encode, backend = sam_encoder(self.model, path, device, self.threads)
+        return {"model_type": metadata.get("model_type"), "encoder": backend}
+
+    def warm_up(self, device: torch.device) -> None:
+        from runners.fast_paths import warm_up_sam
+
+        warm_up_sam(self.model, self._encode, device)
 
     @bentoml.api(**batching(settings.sam_max_batch_size, settings))
     def embed(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -65,7 +73,7 @@ class SamRunner(ModelRunner):
                     for image in images
                 ]
             )
-            features = self.model.image_encoder(batch)
+            features = self._encode(batch)
         return [f.float().cpu().numpy() for f in features]
 
     @bentoml.api
