@@ -46,7 +46,7 @@ def predict_masks(predictor: SamPredictor, encode: Encoder, case: Case) -> np.nd
     """SamPredictor's 3 candidate masks for the case, with the features from `encode`."""
     predictor.reset_image()
     resized = predictor.transform.apply_image(case.image)
-    pixels = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
+    pixels = torch.as_tensor(resized, device=predictor.device).permute(2, 0, 1).contiguous()[None]
     predictor.original_size = case.image.shape[:2]
     predictor.input_size = tuple(pixels.shape[-2:])
     with torch.inference_mode():
