@@ -2,9 +2,10 @@
 
 PyTorch eager fp32 is the reference and the fallback. On a CPU host the default is OpenVINO,
 in bf16 where the CPU has bf16 hardware (AVX512_BF16 or AMX) and fp32 otherwise: measured on
-a 2-core Xeon, OpenVINO fp32 ran the SAM ViT-B encoder ~1.5x faster than eager and bf16 ~4x
-(docs/benchmarks.md; ONNX Runtime fp32 was no faster than OpenVINO fp32 and has no bf16 CPU
-path, torch autocast bf16 was ~1.7x). On CUDA the runners stay on torch (see gpu_check.py).
+a 2-core AMD EPYC (Zen 4, AVX512_BF16), OpenVINO ran the SAM ViT-B encoder 2.2x faster than
+eager in fp32 and 3.3x in bf16 (docs/benchmarks.md; ONNX Runtime fp32 was no faster than
+OpenVINO fp32 and has no bf16 CPU path, torch autocast bf16 was ~1.7x).
+On CUDA the runners stay on torch (see scripts/gpu_check.py).
 
 The OpenVINO IR is converted once per model and cached on disk under
 `<cache>/<model tag>/openvino-<version>/`; the compiled blobs for each precision are cached
