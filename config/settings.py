@@ -58,13 +58,29 @@ class Settings(BaseSettings):
 
     # --- compute ------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Threads each runner process gives torch on the CPU; 0 = cores / number of runners, so
-    # that the three model processes do not oversubscribe the machine.
+    # Threads each runner process gives torch/OpenVINO on the CPU; 0 = every usable core (a
+    # lone request uses the whole machine; COMPUTE_LOCK keeps concurrent ones from
+    # oversubscribing it).
     torch_threads: int = Field(default=0, ge=0)
     # GPUs BentoML assigns to each runner. 0 keeps every runner on the GPU(s) the server
     # sees (cuda:0 on a one-GPU host, BentoML issue 5443); 1 gives each its own GPU.
     runner_gpus: int = Field(default=0, ge=0)
     sd_fp16_on_cuda: bool = True
+
+    # --- speed: CPU backends and the host-wide compute lock (docs/benchmarks.md) ----------
+    # auto = the fastest path the host supports (OpenVINO; bf16 where the CPU has bf16
+    # hardware); eager = PyTorch fp32, the reference. Ignored on CUDA (torch there).
+    sam_backend: Literal["auto", "eager", "openvino"] = "auto"
+    sam_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    lama_backend: Literal["auto", "eager", "openvino"] = "auto"
+    lama_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Where converted models are cached (unset: <BENTOML_HOME>/compiled).
+    compiled_models_dir: Path | None = None
+    # One heavy forward at a time on this host, across the runner processes: each uses every
+    # core, so running two at once only makes both slower.
+    compute_lock: bool = True
+    # Run one dummy forward per runner at start, before it reports ready.
+    warm_up: bool = True
 
     # --- request limits (enforced before any model runs) ----------------------------------
     max_file_size: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -6,9 +6,14 @@ but never runs a model, so it must not pay for torch.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import tempfile
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,8 +29,6 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("inpaint.runners")
-
-RUNNER_COUNT = 3  # SAM, LaMa, SD: each its own process
 
 
 def runner_service_config(settings: Settings) -> dict[str, Any]:
@@ -78,13 +81,43 @@ def select_device(settings: Settings) -> torch.device:
 
 
 def configure_threads(settings: Settings, device: torch.device) -> int:
-    """Give torch its share of the CPU cores so that the runners don't oversubscribe them."""
+    """Every usable core for torch (and the CPU backends): a lone request uses the whole
+    machine, and the compute lock keeps concurrent heavy forwards from oversubscribing it."""
     import torch
 
-    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // RUNNER_COUNT)
+    from models.backends import usable_cores
+
+    threads = settings.torch_threads or usable_cores()
     if device.type == "cpu":
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+COMPUTE_LOCK_FILE = Path(tempfile.gettempdir()) / f"inpaint-anything-compute-{os.getuid()}.lock"
+
+
+@contextmanager
+def compute_slot(device: torch.device | None) -> Iterator[None]:
+    """Hold the host-wide compute lock (a file lock every runner process shares) while a
+    heavy forward runs on the CPU. Each forward uses every core, so two at once would only
+    thrash; queued behind one another each finishes sooner. No-op on a GPU or when off."""
+    if device is None or device.type != "cpu" or not get_settings().compute_lock:
+        yield
+        return
+    with open(COMPUTE_LOCK_FILE, "a+b") as handle:  # its own open file: threads exclude too
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def compiled_models_dir(settings: Settings) -> Path:
+    """Where converted models are cached: the setting, or beside the BentoML store."""
+    if settings.compiled_models_dir:
+        return settings.compiled_models_dir
+    home = os.environ.get("BENTOML_HOME") or str(Path.home() / "bentoml")
+    return Path(home) / "compiled"
 
 
 def process_memory_mb() -> float:
@@ -175,7 +208,14 @@ class ModelRunner:
             metadata = dict(stored.info.metadata)
             device = select_device(settings)
             threads = configure_threads(settings, device)
+            self.threads = threads
             details = self.load(Path(stored.path), metadata, device)
+            if settings.warm_up:
+                details["warm_up_s"] = self._warm_up(device)
+            if device.type == "cpu":
+                from models.backends import cpu_report
+
+                details["host"] = cpu_report()
             self.state.succeed(str(stored.tag), device, metadata, torch_threads=threads, **details)
         except Exception as exc:
             self.state.fail(exc)
@@ -183,3 +223,15 @@ class ModelRunner:
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """Load the model from its store folder; return facts for the status report."""
         raise NotImplementedError
+
+    def warm_up(self, device: torch.device) -> None:
+        """One dummy forward, so the first user request pays no one-time costs (lazy
+        allocations, OpenVINO's first-inference set-up). Runners override it."""
+
+    def _warm_up(self, device: torch.device) -> float:
+        import torch
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            self.warm_up(device)
+        return round(time.perf_counter() - started, 2)

@@ -70,16 +70,6 @@ class SamRunner(ModelRunner):
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sam"])
     decoder_export = DecoderExport()
 
-    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        from models.sam_checkpoint import SamArchitecture, load_sam
-
-        architecture = SamArchitecture.from_metadata(metadata["architecture"])
-        self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
-        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        return {"model_type": metadata.get("model_type")}
-
     def __init__(self) -> None:
         self._counts_lock = threading.Lock()
         self.counts = {
@@ -91,14 +81,28 @@ class SamRunner(ModelRunner):
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         super().__init__()
 
+    def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        from models.sam_checkpoint import SamArchitecture, load_sam
+
+        architecture = SamArchitecture.from_metadata(metadata["architecture"])
+        self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
+        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        from runners.fast_paths import sam_encoder
+
+        self._encode, backend = sam_encoder(self.model, path, device, self.threads)
+        return {"model_type": metadata.get("model_type"), "encoder": backend}
+
+    def warm_up(self, device: torch.device) -> None:
+        from runners.fast_paths import warm_up_sam
+
+        warm_up_sam(self.model, self._encode, device)
+
     def _count(self, **increments: int) -> None:
         with self._counts_lock:
             for name, value in increments.items():
                 self.counts[name] += value
-
-    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
-        """The image encoder's forward pass: Bx3x1024x1024 normalised -> Bx256x64x64."""
-        return self.model.image_encoder(batch)
 
     @bentoml.api(**batching(settings.sam_max_batch_size, settings))
     def embed(self, jobs: list[SamJob]) -> list[np.ndarray]:

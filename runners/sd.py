@@ -75,11 +75,20 @@ class SdRunner(ModelRunner):
 
         fp16 = device.type == "cuda" and settings.sd_fp16_on_cuda
         self.pipeline = load_inpaint_pipeline(path / SD_FOLDER, device, fp16=fp16)
+        from runners.fast_paths import prepare_unet
+
+        prepare_unet(self.pipeline, device)
         return {
             "native_resolution": native_resolution(self.pipeline),
             "pipeline": type(self.pipeline).__name__,
             "dtype": "float16" if fp16 else "float32",
         }
+
+    def warm_up(self, device: torch.device) -> None:
+        from models.sd_pipeline import native_resolution
+        from runners.fast_paths import warm_up_sd
+
+        warm_up_sd(self.pipeline, native_resolution(self.pipeline))
 
     @bentoml.api(**batching(settings.sd_max_batch_size, settings))
     def inpaint(self, jobs: list[SdJob]) -> list[np.ndarray]:

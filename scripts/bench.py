@@ -1,18 +1,24 @@
 """Benchmarks of the real server, measured side by side in one run and reported as ratios.
 
-    .venv/bin/python scripts/bench.py                    # tiny models (a few minutes)
-    .venv/bin/python scripts/bench.py --sam vit_b        # real-size SAM vit_b, random weights
-    .venv/bin/python scripts/bench.py --out bench-results/tiny.json
+    .venv/bin/python scripts/bench.py                              # tiny models (minutes)
+    .venv/bin/python scripts/bench.py --full --out bench-results/full.json
+        # full-size random-weight SAM vit_b + big-lama: the figures in docs/benchmarks.md
 
-What it measures, each against a `bentoml serve` of this project in a temporary model store:
+What it measures (sections, `--sections` picks some), every model on the same weights and the
+same number of threads (every usable core, as the runners use):
 
-1. latency of every route over HTTP: the first call on an image (SAM encoder runs) and a
-   repeated call on the same image (embedding cache hit);
-2. the HTTP end-to-end cost of `remove` vs. the same flow code called in-process
-   (`InpaintAnything()` with local runners), interleaved A/B;
-3. throughput of concurrent `segment` calls on distinct images with adaptive batching
-   (SAM_MAX_BATCH_SIZE=4; the default on a GPU host) vs. without (SAM_MAX_BATCH_SIZE=1;
-   the default on a CPU host), on two fresh servers.
+- encoder: the SAM image encoder, eager fp32 vs the default backend (and OpenVINO fp32), and
+  the default backend's mask agreement with eager on the example photos;
+- lama: LaMa at 1024 px, eager fp32 vs the default backend, and its max error;
+- reference: Inpaint-Anything's remove logic for one mask, in this process: load SAM + LaMa,
+  embed, predict, dilate, inpaint (segment_anything's SamPredictor, eager fp32);
+- server: a `bentoml serve` of this project: cold `/remove` on a new photo, cached `/segment`
+  vs bare `SamPredictor.predict`, the HTTP cost of `remove` vs the same flow in-process;
+- throughput: concurrent `/segment` clients on new photos with adaptive batching on and off;
+- before: the same lone `/remove` and throughput on the settings before issue 9 (1 torch
+  thread per runner, eager fp32, no compute lock, no warm-up);
+- routes, http (not run unless named): every route's first and repeated call; `remove` over
+  HTTP vs the same flow code in this process.
 
 Timings on a shared machine are noisy: compare the ratios, and rerun before trusting a gap.
 """
@@ -28,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from config.settings import get_settings  # noqa: E402
 from scripts.local_server import REPO_ROOT, import_tiny_models, serving  # noqa: E402
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -72,6 +79,17 @@ async def _post(client: httpx.AsyncClient, route: str, image: bytes, request: di
     if response.status_code != 200:
         raise RuntimeError(f"{route}: {response.status_code} {response.text[:300]}")
     return elapsed
+
+
+BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after figures
+    "TORCH_THREADS": "1",
+    "SAM_BACKEND": "eager",
+    "LAMA_BACKEND": "eager",
+    "COMPUTE_LOCK": "false",
+    "WARM_UP": "false",
+}
+SECTIONS = ("encoder", "lama", "reference", "server", "throughput", "before")
+EXTRA_SECTIONS = ("routes", "http")  # every route's latency; HTTP vs in-process remove
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -177,89 +195,402 @@ def _embed_batches(metrics: str) -> tuple[float, float]:
     return totals["_count"], totals["_sum"]
 
 
-def _prepare_store(home: Path, sam: str) -> dict[str, str]:
-    """Tiny models, plus a full-size random SAM checkpoint when asked; returns settings.
-    BENTOML_HOME must already name `home` (bentoml reads it at import)."""
+def _prepare_store(home: Path, full: bool) -> dict[str, str]:
+    """Tiny models, plus full-size random-weight SAM vit_b and big-lama when `full`; returns
+    the settings that select them. BENTOML_HOME must already name `home`."""
     import_tiny_models(home)
-    if sam == "tiny":
+    if not full:
         return {}
+    from omegaconf import OmegaConf
+
+    from models.lama_checkpoint import PACKAGED_BIG_LAMA_CONFIG
+    from models.lama_network import build_generator
     from models.sam_checkpoint import SAM_ARCHITECTURES
-    from tooling.model_import import import_sam
-    from tooling.tiny import write_random_sam_checkpoint
+    from tooling.model_import import import_lama, import_sam
+    from tooling.tiny import random_generator_state, write_lama_dir, write_random_sam_checkpoint
 
-    checkpoint = write_random_sam_checkpoint(home / f"sam_{sam}_random.pth", SAM_ARCHITECTURES[sam])
-    return {"SAM_MODEL": import_sam(checkpoint, sam, f"sam-{sam}-random", demo=True)}
+    checkpoint = write_random_sam_checkpoint(home / "sam_vit_b.pth", SAM_ARCHITECTURES["vit_b"])
+    sam = import_sam(checkpoint, "vit_b", "sam-vit_b-random", demo=True)
+    config = OmegaConf.load(PACKAGED_BIG_LAMA_CONFIG)
+    generator_config = OmegaConf.to_container(config.generator, resolve=True)
+    assert isinstance(generator_config, dict)
+    with torch_device("meta"):
+        model = build_generator({str(k): v for k, v in generator_config.items()})
+    lama_dir = write_lama_dir(home / "big-lama", config, random_generator_state(model, 0))
+    lama = import_lama(lama_dir, "big-lama-random", demo=True)
+    return {"SAM_MODEL": sam, "LAMA_MODEL": lama}
 
 
-def _timed(label: str, run: Callable[[], Awaitable[Any]]) -> Any:
-    print(f"{label} ...", flush=True)
+def torch_device(name: str) -> Any:
+    import torch
+
+    return torch.device(name)
+
+
+def _store_entry(tag: str) -> tuple[Path, dict[str, Any]]:
+    import bentoml
+
+    stored = bentoml.models.get(tag)
+    return Path(stored.path), dict(stored.info.metadata)
+
+
+def _load_sam(tag: str) -> tuple[Any, Path]:
+    from models.sam_checkpoint import SamArchitecture, load_sam
+
+    path, metadata = _store_entry(tag)
+    architecture = SamArchitecture.from_metadata(metadata["architecture"])
+    return load_sam(path / metadata["checkpoint_file"], architecture, "cpu"), path
+
+
+def _clock(run: Callable[[], Any]) -> float:
     started = time.perf_counter()
-    result = asyncio.run(run())
-    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
-    return result
+    run()
+    return time.perf_counter() - started
+
+
+def _side_by_side(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Any]:
+    """One untimed call each, then `repeats` rounds of one call each, interleaved."""
+    for run in runs.values():
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            seconds[name].append(_clock(run))
+    return {name: _summary(values) for name, values in seconds.items()}
+
+
+def encoder_section(sam_tag: str, repeats: int, cases: int) -> dict[str, Any]:
+    """SAM image encoder: eager fp32 vs the default backend vs OpenVINO fp32."""
+    import torch
+
+    from models.backends import BackendChoice, accelerate
+    from models.sam_agreement import example_cases, mask_agreement
+    from runners.fast_paths import fast_forward, store_key
+    from runners.runtime import compiled_models_dir
+
+    sam, path = _load_sam(sam_tag)
+    threads = torch.get_num_threads()
+    example = torch.zeros(1, 3, 1024, 1024)
+    started = time.perf_counter()
+    default, details = fast_forward(
+        "sam",
+        sam.image_encoder,
+        example,
+        path=path,
+        device=torch_device("cpu"),
+        threads=threads,
+        dynamic=[0],
+    )
+    details["prepare_s"] = round(time.perf_counter() - started, 1)
+    fp32, _ = accelerate(
+        sam.image_encoder,
+        example,
+        choice=BackendChoice("openvino", "fp32", "bench"),
+        cache_root=compiled_models_dir(get_settings()),
+        tag=f"sam-{store_key(path)}",
+        threads=threads,
+        dynamic=[0],
+    )
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        timings = _side_by_side(
+            {
+                "eager_fp32": lambda: sam.image_encoder(x),
+                "default": lambda: default(x),
+                "openvino_fp32": lambda: fp32(x),
+            },
+            repeats,
+        )
+        reference = sam.image_encoder(x)
+        error = (default(x) - reference).abs().max() / reference.abs().max()
+    ious = mask_agreement(sam, default, example_cases(limit=cases))
+    flat = [iou for values in ious.values() for iou in values]
+    eager_ms = timings["eager_fp32"]["median_ms"]
+    return {
+        "threads": threads,
+        "default_backend": details,
+        **timings,
+        "default_speedup": round(eager_ms / timings["default"]["median_ms"], 2),
+        "openvino_fp32_speedup": round(eager_ms / timings["openvino_fp32"]["median_ms"], 2),
+        "default_embedding_rel_max_error": round(float(error), 5),
+        "default_mask_iou_vs_eager": {
+            "mean": round(float(np.mean(flat)), 5),
+            "min": round(float(np.min(flat)), 5),
+            "per_case": {case: [round(v, 5) for v in values] for case, values in ious.items()},
+        },
+    }
+
+
+def lama_section(lama_tag: str, repeats: int, size: int) -> dict[str, Any]:
+    """LaMa's generator at `size` px: eager fp32 vs the default backend."""
+    import torch
+
+    from models.lama_checkpoint import load_generator
+    from models.store import LAMA_FOLDER
+    from runners.fast_paths import fast_forward
+
+    path, _ = _store_entry(lama_tag)
+    generator = load_generator(path / LAMA_FOLDER, "cpu")
+    started = time.perf_counter()
+    default, details = fast_forward(
+        "lama",
+        generator,
+        torch.rand(1, 4, 256, 256),
+        path=path,
+        device=torch_device("cpu"),
+        threads=torch.get_num_threads(),
+        dynamic=[0, 2, 3],
+    )
+    details["prepare_s"] = round(time.perf_counter() - started, 1)
+    rng = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=rng)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
+    x = torch.cat([image * (1 - mask), mask], dim=1)
+    with torch.inference_mode():
+        timings = _side_by_side(
+            {"eager_fp32": lambda: generator(x), "default": lambda: default(x)}, repeats
+        )
+        error = (default(x) - generator(x)).abs().max()
+    return {
+        "size": size,
+        "default_backend": details,
+        **timings,
+        "default_speedup": round(
+            timings["eager_fp32"]["median_ms"] / timings["default"]["median_ms"], 2
+        ),
+        "default_max_error": round(float(error), 5),
+        "default_max_error_in_levels": round(float(error) * 255, 2),
+    }
+
+
+def reference_remove(sam_tag: str, lama_tag: str, photo: np.ndarray, repeats: int) -> dict:
+    """Inpaint-Anything's remove for one mask, in this process: load both models, embed,
+    predict, dilate, LaMa on the whole photo (its own steps, on the same weights)."""
+    import torch
+    from segment_anything import SamPredictor, sam_model_registry
+
+    from models.lama_checkpoint import load_generator
+    from models.lama_inference import inpaint
+    from models.store import LAMA_FOLDER
+    from utils.masks import dilate_mask
+
+    sam_path, metadata = _store_entry(sam_tag)
+    lama_path, _ = _store_entry(lama_tag)
+    model_type = metadata["architecture"]["name"]
+    click = np.asarray(CLICK["point_coords"], dtype=np.float64)
+    steps: dict[str, list[float]] = {"load": [], "embed": [], "predict": [], "lama": []}
+    totals = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        if model_type in sam_model_registry:
+            checkpoint = str(sam_path / metadata["checkpoint_file"])
+            sam = sam_model_registry[model_type](checkpoint=checkpoint)
+        else:  # the tiny test model: not an official architecture
+            sam, _ = _load_sam(sam_tag)
+        predictor = SamPredictor(sam.eval())
+        generator = load_generator(lama_path / LAMA_FOLDER, "cpu")
+        loaded = time.perf_counter()
+        with torch.inference_mode():
+            predictor.set_image(photo)
+        embedded = time.perf_counter()
+        masks, _, _ = predictor.predict(click, np.array([1]), multimask_output=True)
+        predicted = time.perf_counter()
+        mask = dilate_mask(masks[0], 15).astype(np.uint8) * 255
+        inpaint(generator, photo, mask, "cpu")
+        finished = time.perf_counter()
+        for name, (a, b) in {
+            "load": (started, loaded),
+            "embed": (loaded, embedded),
+            "predict": (embedded, predicted),
+            "lama": (predicted, finished),
+        }.items():
+            steps[name].append(b - a)
+        totals.append(finished - started)
+        del sam, predictor, generator
+    return {
+        "total": _summary(totals),
+        "steps_median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in steps.items()},
+    }
+
+
+async def server_section(url: str, photo: np.ndarray, sam_tag: str, repeats: int) -> dict:
+    """Cold `/remove` on new photos, and cached `/segment` vs bare `SamPredictor.predict`
+    (same weights, same threads; alternated, the server idle while predict runs)."""
+    from segment_anything import SamPredictor
+
+    cold = []
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
+        for index in range(repeats):
+            cold.append(await _post(client, "remove", _variant(photo, 7000 + index), CLICK))
+        cached_image = _variant(photo, 7999)
+        await _post(client, "segment", cached_image, CLICK)  # the embedding is now cached
+        sam, _ = _load_sam(sam_tag)
+        predictor = SamPredictor(sam)
+        predictor.set_image(photo)
+        click = np.asarray(CLICK["point_coords"], dtype=np.float64)
+
+        def predict() -> None:
+            predictor.predict(click, np.array([1]), multimask_output=True)
+
+        predict()
+        segment, bare = [], []
+        for _ in range(max(repeats, 5)):
+            segment.append(await _post(client, "segment", cached_image, CLICK))
+            bare.append(_clock(predict))
+    ready = httpx.get(f"{url}/api/v1/ready", timeout=30).json()
+    return {
+        "cold_remove": _summary(cold),
+        "cached_segment": _summary(segment),
+        "bare_predict": _summary(bare),
+        "ready": ready,
+    }
+
+
+async def lone_remove(url: str, photo: np.ndarray, repeats: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
+        cold = [
+            await _post(client, "remove", _variant(photo, 8000 + i), CLICK) for i in range(repeats)
+        ]
+    return _summary(cold)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sam", choices=["tiny", "vit_b"], default="tiny")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--full", action="store_true", help="full-size SAM vit_b + big-lama")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"of {SECTIONS + EXTRA_SECTIONS}"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--agreement-cases", type=int, default=6)
+    parser.add_argument("--lama-size", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=24)
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
 
     work = Path(tempfile.mkdtemp(prefix="inpaint-bench-"))
     home = work / "bentoml"
-    # The in-process comparison reads the same store as the server.
+    # The in-process sections read the same store (and converted-model cache) as the server.
     os.environ["BENTOML_HOME"] = str(home)
-    settings = {**_prepare_store(home, args.sam), "TORCH_THREADS": "1"}
+    # Long queues of slow requests (the "before" settings, 8 clients) must not time out.
+    settings = {**_prepare_store(home, args.full), "PROCESSING_TIMEOUT_S": "3600"}
     os.environ.update(settings)
+    import torch
+
+    from models.backends import cpu_report, openvino_version, usable_cores
+    from models.store import resolve_tags
+
+    get_settings.cache_clear()
+    tags = resolve_tags(get_settings())
+    torch.set_num_threads(usable_cores())
     photo = np.asarray(Image.open(PHOTO).convert("RGB"))
     report: dict[str, Any] = {
-        "sam": args.sam,
+        "models": {"sam": tags["sam"], "lama": tags["lama"]},
         "photo": f"{PHOTO.name} {photo.shape[1]}x{photo.shape[0]}",
-        "cpu_count": os.cpu_count(),
-        "settings": settings,
+        "host": cpu_report(),
+        "torch_threads": torch.get_num_threads(),
+        "openvino": openvino_version(),
     }
 
-    batched = {**settings, "SAM_MAX_BATCH_SIZE": "4"}
-    with serving(home, work / "serve-batching.log", batched) as server:
-        report["routes"] = _timed(
-            "route latency", lambda: route_latencies(server.url, photo, args.repeats)
-        )
-        report["http_vs_in_process"] = _timed(
-            "HTTP vs in-process remove",
-            lambda: http_vs_in_process(server.url, photo, args.repeats),
-        )
-        if not args.skip_throughput:
-            report["throughput_batching"] = _timed(
-                "throughput, adaptive batching",
-                lambda: throughput(server.url, photo, args.concurrency, args.requests),
-            )
-    if not args.skip_throughput:
-        unbatched = {**settings, "SAM_MAX_BATCH_SIZE": "1"}
-        with serving(home, work / "serve-no-batching.log", unbatched) as server:
-            report["throughput_no_batching"] = _timed(
-                "throughput, no batching",
-                lambda: throughput(server.url, photo, args.concurrency, args.requests),
-            )
-        report["batching_speedup"] = round(
-            report["throughput_batching"]["requests_per_s"]
-            / report["throughput_no_batching"]["requests_per_s"],
-            3,
-        )
-    segment = report["routes"]["segment"]
-    report["segment_first_over_repeat"] = round(
-        segment["first_call"]["median_ms"] / segment["repeat_call"]["median_ms"], 2
-    )
+    def record(name: str, run: Callable[[], Any]) -> None:
+        print(f"{name} ...", flush=True)
+        started = time.perf_counter()
+        report[name] = run()
+        print(f"  {name} done in {time.perf_counter() - started:.0f} s: {report[name]}", flush=True)
 
+    # In-process first: they also convert the models once, so the servers start from the cache.
+    if "encoder" in sections:
+        record("encoder", lambda: encoder_section(tags["sam"], args.repeats, args.agreement_cases))
+    if "lama" in sections:
+        record("lama", lambda: lama_section(tags["lama"], args.repeats, args.lama_size))
+    if "reference" in sections:
+        record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
+    serve = {"timeout_s": 3600}
+    if sections & {"server", "throughput", "routes", "http"}:
+        with serving(home, work / "serve.log", settings, **serve) as server:
+            if "routes" in sections:
+                record(
+                    "routes",
+                    lambda: asyncio.run(route_latencies(server.url, photo, args.repeats)),
+                )
+            if "http" in sections:
+                record(
+                    "http_vs_in_process",
+                    lambda: asyncio.run(http_vs_in_process(server.url, photo, args.repeats)),
+                )
+            if "server" in sections:
+                record(
+                    "server",
+                    lambda: asyncio.run(
+                        server_section(server.url, photo, tags["sam"], args.repeats)
+                    ),
+                )
+            if "throughput" in sections:
+                record(
+                    "throughput_no_batching",
+                    lambda: asyncio.run(
+                        throughput(server.url, photo, args.concurrency, args.requests)
+                    ),
+                )
+    if "throughput" in sections:
+        batched = {**settings, "SAM_MAX_BATCH_SIZE": "4"}
+        with serving(home, work / "serve-batching.log", batched, **serve) as server:
+            record(
+                "throughput_batching",
+                lambda: asyncio.run(throughput(server.url, photo, args.concurrency, args.requests)),
+            )
+    if "before" in sections:
+        before = {**settings, **BEFORE_SETTINGS}
+        with serving(home, work / "serve-before.log", before, **serve) as server:
+            record("before_cold_remove", lambda: asyncio.run(lone_remove(server.url, photo, 2)))
+            record(
+                "before_throughput_no_batching",
+                lambda: asyncio.run(throughput(server.url, photo, args.concurrency, args.requests)),
+            )
+    report["ratios"] = _ratios(report)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
+
+
+def _ratios(report: dict[str, Any]) -> dict[str, float]:
+    """The done-when figures of issue 9, from whatever sections ran."""
+    ratios: dict[str, float] = {}
+
+    def value(path: str) -> float | None:
+        """`a.b` = report["a"]["b"]; a timing summary stands for its median."""
+        node: Any = report
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return float(node["median_ms"] if isinstance(node, dict) else node)
+
+    pairs = {
+        "cold_remove_over_reference": ("server.cold_remove", "reference.total"),
+        "cached_segment_over_bare_predict": ("server.cached_segment", "server.bare_predict"),
+        "encoder_eager_over_default": ("encoder.eager_fp32", "encoder.default"),
+        "lama_eager_over_default": ("lama.eager_fp32", "lama.default"),
+        "cold_remove_before_over_after": ("before_cold_remove", "server.cold_remove"),
+        "throughput_after_over_before": (
+            "throughput_no_batching.requests_per_s",
+            "before_throughput_no_batching.requests_per_s",
+        ),
+        "batching_on_over_off": (
+            "throughput_batching.requests_per_s",
+            "throughput_no_batching.requests_per_s",
+        ),
+    }
+    for name, (top, bottom) in pairs.items():
+        a, b = value(top), value(bottom)
+        if a is not None and b:
+            ratios[name] = round(a / b, 3)
+    return ratios
 
 
 if __name__ == "__main__":

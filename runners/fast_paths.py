@@ -1,0 +1,148 @@
+"""The runners' side of models.backends: which backend each network gets, from the settings.
+
+Kept apart from the runner classes so that each runner picks its backend in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from config.settings import get_settings
+from runners.runtime import compiled_models_dir, compute_slot
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+Network = Literal["sam", "lama"]
+
+# Whether bf16 may be the default, from its measured agreement with fp32 (docs/benchmarks.md):
+# SAM vit_b mean mask IoU on the example photos >= 0.98; LaMa max error within 1/255.
+BF16_DEFAULT_OK: dict[Network, bool] = {"sam": True, "lama": True}
+# On CUDA (what scripts/gpu_check.py measures): the SAM ViT in bf16; LaMa stays fp32 (its FFTs
+# run in fp32 anyway) with channels-last convolutions.
+CUDA_BF16: tuple[Network, ...] = ("sam",)
+CUDA_CHANNELS_LAST: tuple[Network, ...] = ("lama",)
+
+
+def store_key(path: Path) -> str:
+    """A cache key unique to a store entry: `<name>-<version>` of its folder."""
+    return f"{path.parent.name}-{path.name}"
+
+
+def fast_forward(
+    network: Network,
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    *,
+    path: Path,
+    device: torch.device,
+    threads: int,
+    dynamic: list[int],
+) -> tuple[Any, dict[str, Any]]:
+    """`module` or its faster twin for this host (see models.backends.choose_backend), and the
+    facts about the choice for /ready."""
+    from models.backends import accelerate, choose_backend, cuda_forward
+
+    settings = get_settings()
+    backend, precision = {
+        "sam": (settings.sam_backend, settings.sam_precision),
+        "lama": (settings.lama_backend, settings.lama_precision),
+    }[network]
+    if device.type == "cuda":
+        return cuda_forward(
+            module,
+            bf16=network in CUDA_BF16 and backend != "eager" and precision != "fp32",
+            channels_last=network in CUDA_CHANNELS_LAST,
+        )
+    choice = choose_backend(backend, precision, device.type, bf16_ok=BF16_DEFAULT_OK[network])
+    return accelerate(
+        module,
+        example,
+        choice=choice,
+        cache_root=compiled_models_dir(settings),
+        tag=f"{network}-{store_key(path)}",
+        threads=threads,
+        dynamic=dynamic,
+    )
+
+
+def locked(
+    forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`forward` holding the host-wide compute lock while it runs."""
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        with compute_slot(device):
+            return forward(inputs)
+
+    return run
+
+
+def sam_encoder(
+    sam: Sam, path: Path, device: torch.device, threads: int
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """SAM's image encoder on the fastest path for this host, under the compute lock."""
+    import torch
+
+    size = sam.image_encoder.img_size
+    example = torch.zeros(1, 3, size, size, device=device)
+    encoder, details = fast_forward(
+        "sam", sam.image_encoder, example, path=path, device=device, threads=threads, dynamic=[0]
+    )
+    return locked(encoder, device), details
+
+
+def warm_up_sam(
+    sam: Sam, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> None:
+    """One encoder forward and one mask decoding on a blank image."""
+    import torch
+
+    size = sam.image_encoder.img_size
+    features = encode(torch.zeros(1, 3, size, size, device=device))
+    sparse, dense = sam.prompt_encoder(points=None, boxes=None, masks=None)
+    sam.mask_decoder(
+        image_embeddings=features,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+
+
+def prepare_unet(pipeline: Any, device: torch.device) -> None:
+    """On CUDA, channels-last UNet convolutions (diffusers already uses SDPA attention). On
+    the CPU, each UNet step holds the compute lock: a SAM encoder or LaMa forward of another
+    request slips in between two steps instead of waiting for a whole generation, and never
+    runs at the same time as one."""
+    if device.type == "cuda":
+        import torch
+
+        pipeline.unet.to(memory_format=torch.channels_last)
+        return
+    forward = pipeline.unet.forward
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with compute_slot(device):
+            return forward(*args, **kwargs)
+
+    pipeline.unet.forward = run
+
+
+def warm_up_sd(pipeline: Any, size: int) -> None:
+    """One denoising step on a blank square at the pipeline's native size."""
+    from PIL import Image
+
+    blank = Image.new("RGB", (size, size))
+    pipeline(
+        prompt="",
+        image=blank,
+        mask_image=Image.new("L", (size, size), 255),
+        height=size,
+        width=size,
+        num_inference_steps=1,
+        output_type="np",
+    )
