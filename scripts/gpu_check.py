@@ -93,8 +93,9 @@ def check_sam(device: torch.device, tiny: bool, repeats: int, compile_: bool) ->
 def _lama_generator(tiny: bool, device: torch.device) -> torch.nn.Module:
     from omegaconf import OmegaConf
 
-    from models.lama_checkpoint import PACKAGED_BIG_LAMA_CONFIG, TINY_GENERATOR
+    from models.lama_checkpoint import PACKAGED_BIG_LAMA_CONFIG
     from models.lama_network import build_generator
+    from tooling.tiny import TINY_GENERATOR
 
     config = OmegaConf.to_container(
         OmegaConf.load(PACKAGED_BIG_LAMA_CONFIG).generator, resolve=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
@@ -13,7 +14,8 @@ from config.settings import get_settings
 from models.backends import host_has_bf16
 from runners.lama import LamaRunner
 from runners.runtime import COMPUTE_LOCK_FILE, compute_slot
-from runners.sam import SamRunner
+from runners.sam import SamJob, SamRunner
+from utils.sam_frame import to_working_image
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def sam(default_backends: None) -> SamRunner:
 
 
 def test_sam_runner_reports_its_backend_threads_host_and_warm_up(sam: SamRunner) -> None:
-    details = sam.status()["details"]
+    details = asyncio.run(sam.status())["details"]
     expected = "bf16" if host_has_bf16() else "fp32"
     assert details["encoder"]["backend"] == "openvino"
     assert details["encoder"]["precision"] == expected
@@ -44,8 +46,9 @@ def test_sam_runner_reports_its_backend_threads_host_and_warm_up(sam: SamRunner)
 def test_sam_runner_embedding_is_close_to_eager(sam: SamRunner) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    embedding = sam.embed([image])[0]
-    pixels = torch.as_tensor(sam.transform.apply_image(image)).permute(2, 0, 1)[None]
+    working = to_working_image(image)
+    embedding = sam.embed([SamJob(image=working)])[0]
+    pixels = torch.as_tensor(working).permute(2, 0, 1)[None]
     with torch.inference_mode():
         eager = sam.model.image_encoder(sam.model.preprocess(pixels))[0].numpy()
     assert embedding.shape == eager.shape == (256, 64, 64)
@@ -57,7 +60,7 @@ def test_lama_runner_on_its_default_backend_keeps_pixels_outside_the_hole(
 ) -> None:
     runner = LamaRunner()
     assert runner.state.loaded, runner.state.error
-    assert runner.status()["details"]["generator"]["backend"] == "openvino"
+    assert asyncio.run(runner.status())["details"]["generator"]["backend"] == "openvino"
     rng = np.random.default_rng(1)
     item = np.zeros((40, 52, 4), np.uint8)
     item[..., :3] = rng.integers(0, 256, (40, 52, 3))

@@ -14,8 +14,9 @@ from models.backends import BackendChoice, accelerate, choose_backend
 from models.lama_checkpoint import load_generator
 from models.lama_inference import inpaint
 from models.sam_agreement import example_cases, mask_agreement
-from models.sam_checkpoint import SAM_ARCHITECTURES, load_sam, write_random_sam_checkpoint
+from models.sam_checkpoint import SAM_ARCHITECTURES, load_sam
 from tests.conftest import LAMA_DATA_DIR
+from tooling.tiny import write_random_sam_checkpoint
 
 PARITY = LAMA_DATA_DIR / "parity"
 OPENVINO_FP32 = BackendChoice("openvino", "fp32", "test")
