@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     # when not listed); the bucket holds CAPACITY tokens and regains REFILL_PER_S a second.
     rate_limit_capacity: int = Field(default=0, ge=0)
     rate_limit_refill_per_s: float = Field(default=1.0, gt=0)
-    rate_limit_costs: dict[str, Annotated[int, Field(ge=0)]] = {"fill": 5, "replace": 5}
+    rate_limit_costs: dict[str, Annotated[int, Field(ge=0)]] = {"fill": 5, "replace": 5, "jobs": 5}
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
 
     @model_validator(mode="after")

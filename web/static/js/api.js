@@ -11,6 +11,26 @@ export class ApiError extends Error {
   }
 }
 
+const KEY_STORAGE = 'inpaint-api-key';
+
+function withKey(init) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { ...init, headers: { ...init.headers, 'X-API-Key': key } } : init;
+}
+
+/**
+ * fetch() with the API key this browser was given (servers with API_KEYS set answer 401
+ * without one): on a 401 the user is asked once for a key, which is kept in localStorage.
+ */
+export async function send(url, init = {}) {
+  const response = await fetch(url, withKey(init));
+  if (response.status !== 401) return response;
+  const key = window.prompt('This server needs an API key:')?.trim();
+  if (!key) return response;
+  localStorage.setItem(KEY_STORAGE, key);
+  return fetch(url, withKey(init));
+}
+
 async function parse(response) {
   let body = null;
   try {
@@ -35,12 +55,12 @@ export function formOf({ image, mask = null, request = null }) {
 }
 
 export async function postForm(path, parts, { signal } = {}) {
-  const response = await fetch(`${API}/${path}`, { method: 'POST', body: formOf(parts), signal });
+  const response = await send(`${API}/${path}`, { method: 'POST', body: formOf(parts), signal });
   return parse(response);
 }
 
 export async function getJson(url, { signal } = {}) {
-  return parse(await fetch(url, { signal }));
+  return parse(await send(url, { signal }));
 }
 
 /** SAM's image embedding of the photo (served from the server's embedding cache). */
@@ -58,7 +78,7 @@ export function segment(image, request, options) {
  * (the caller then uses the synchronous route).
  */
 export async function submitJob(action, parts, options) {
-  const response = await fetch(`${API}/jobs/${action}`, {
+  const response = await send(`${API}/jobs/${action}`, {
     method: 'POST', body: formOf(parts), signal: options?.signal,
   });
   if (response.status === 404 || response.status === 405) return null;
@@ -66,7 +86,7 @@ export async function submitJob(action, parts, options) {
 }
 
 export async function cancelJob(jobId) {
-  await fetch(`${API}/jobs/${encodeURIComponent(jobId)}`, { method: 'DELETE' });
+  await send(`${API}/jobs/${encodeURIComponent(jobId)}`, { method: 'DELETE' });
 }
 
 export function base64ToBytes(data) {

@@ -1,7 +1,7 @@
 // SAM's prompt encoder + mask decoder (the server's /sam-decoder.onnx, SamOnnxModel's interface)
 // run in the browser with onnxruntime-web on the photo's embedding from /embedding.
 
-import { API, base64ToBytes } from './api.js';
+import { API, base64ToBytes, send } from './api.js';
 
 const ORT_URL = '/static/vendor/ort.wasm.min.mjs';
 const MODEL_URL = `${API}/sam-decoder.onnx`;
@@ -47,7 +47,7 @@ export class Decoder {
     // session creation hung in headless Chromium here; the decoder is small.
     ort.env.wasm.numThreads = 1;
     if (!modelBytes) {
-      const response = await fetch(MODEL_URL);
+      const response = await send(MODEL_URL);
       if (!response.ok) throw new Error(`the decoder model is unavailable (${response.status})`);
       modelBytes = new Uint8Array(await response.arrayBuffer());
     }
