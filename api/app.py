@@ -86,6 +86,7 @@ def document_routes(spec: dict[str, Any], paths: Iterable[str]) -> dict[str, Any
             del responses[status]
         for status, description in ERROR_STATUSES.items():
             responses[status] = {"description": description, "content": error}
+        operation["requestBody"]["required"] = True
         _document_form(operation["requestBody"]["content"]["multipart/form-data"])
     return spec
 
@@ -95,6 +96,7 @@ def _document_form(content: dict[str, Any]) -> None:
     route has required fields (fill and replace need text_prompt)."""
     settings = get_settings()
     form = content["schema"]
+    form["additionalProperties"] = False  # the guard refuses unknown parts
     properties = form["properties"]
     limits = (
         f"at most {settings.max_file_size} bytes and {settings.max_image_pixels} pixels; "

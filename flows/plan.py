@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from api.observe import stage
 from utils.masks import dilate_mask, invert_mask, paste_masked
 
 
@@ -54,9 +55,10 @@ async def paint_region(
     """Run `paint` on the window's view of (image, region) and paste the region back."""
     part_image, part_mask = await asyncio.to_thread(window.extract, image, region)
     painted = await paint(part_image, part_mask)
-    output = await asyncio.to_thread(
-        lambda: paste_masked(image, window.restore(painted, image), region)
-    )
+    with stage("composite"):
+        output = await asyncio.to_thread(
+            lambda: paste_masked(image, window.restore(painted, image), region)
+        )
     if output.shape != image.shape:  # pragma: no cover - paste_masked refuses other shapes
         raise AssertionError(f"output {output.shape} is not the input's {image.shape}")
     return Painted(output, region)

@@ -215,15 +215,25 @@ def _json_lines(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
+def _request_lines(log: Path, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The request log lines by request id, once all of `request_ids` are there: the serving
+    processes' output reaches the log file through BentoML's process manager, which may relay
+    it a moment after the response."""
+    deadline = time.monotonic() + 15
+    while True:
+        lines = {
+            line["request_id"]: line for line in _json_lines(log) if line.get("event") == "request"
+        }
+        if request_ids <= set(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
 def test_json_logs_have_one_line_per_request_and_no_key(servers: Pair) -> None:
     assert _post(servers.a, "segment", headers={"X-Request-ID": "prod-log-401"}).status_code == 401
     ok = _post(servers.a, "segment", KEYS["auth"], _photo(), {"X-Request-ID": "prod-log-200"})
     assert ok.status_code == 200
-    lines = {
-        line["request_id"]: line
-        for line in _json_lines(servers.a.log)
-        if line.get("event") == "request"
-    }
+    lines = _request_lines(servers.a.log, {"prod-log-401", "prod-log-200"})
     denied, served = lines["prod-log-401"], lines["prod-log-200"]
     assert (denied["route"], denied["status"], denied["error_code"]) == (
         "segment",

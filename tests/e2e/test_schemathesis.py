@@ -13,6 +13,7 @@ Every distinct failure is collected, so one run lists them all (route, status, e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from PIL import Image
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi._hypothesis import FormBodyWithContentTypes
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from scripts.local_server import LocalServer, serving
@@ -83,9 +85,13 @@ UPLOADS = [(_photo(w, h, fmt, seed), _mask(w, h)) for w, h, fmt, seed in PHOTOS]
 def _real_pictures(context: Any, body: Any) -> Any:
     """Real photos (and masks of their size) for the generated file bytes, and for every other
     request, clicks moved onto the photo: generated coordinates almost never fall on it."""
-    if not isinstance(body, dict) or not isinstance(body.get("image"), bytes | str):
+    if isinstance(body, FormBodyWithContentTypes):  # parts with an `encoding` content type
+        return dataclasses.replace(body, body=_real_pictures(context, body.body))
+    image = getattr(body, "get", lambda _: None)("image")
+    image = getattr(image, "data", image)  # schemathesis' Binary for typed file parts
+    if not isinstance(image, bytes | str):
         return body
-    raw = body["image"].encode() if isinstance(body["image"], str) else body["image"]
+    raw = image.encode() if isinstance(image, str) else image
     digest = hashlib.sha256(raw).digest()
     (width, height, *_), (photo, mask) = PHOTOS[digest[0] % len(PHOTOS)], UPLOADS[digest[0] % 3]
     mapped = {**body, "image": photo}
