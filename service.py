@@ -129,9 +129,12 @@ ReplaceRequestPart = _documented_json(ReplaceRequest)
 
 @dataclass(frozen=True)
 class Upload:
-    image: np.ndarray  # RGB, what the models see (source.rgb)
+    source: DecodedImage  # the RGB the models see, plus alpha and ICC profile for the output
     mask: np.ndarray | None
-    source: DecodedImage  # alpha and ICC profile, for the output file
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.source.rgb
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,8 @@ class InpaintAnything:
     sam = bentoml.depends(SamRunner)
     lama = bentoml.depends(LamaRunner)
     sd = bentoml.depends(SdRunner)
-    # Job progress polls and cancels on a client of their own: BentoML's client closes its
-    # session, in-flight calls included, after 100 requests, and a poll must never be what
-    # breaks (and so retries) a running SD call.
+    # Job progress polls and cancels go through a client of their own, so that frequent
+    # polling never shares (or disturbs) the connections long SD calls are waiting on.
     sd_monitor = bentoml.depends(SdRunner)
 
     def __init__(self) -> None:
@@ -335,7 +337,8 @@ class InpaintAnything:
                 result_url=f"{API_PREFIX}/jobs/{job.id}/result",
             )
 
-        outcome = await self._attempt(f"jobs/{route}", request_id, accept)
+        # Decoding a submission takes an admission slot, as a synchronous request does.
+        outcome = await self._attempt(f"jobs/{route}", request_id, accept, admit=True)
         if not isinstance(outcome, InpaintError):
             ctx.response.status_code = 202
         return self._reply(ctx, request_id, outcome)
@@ -455,7 +458,7 @@ class InpaintAnything:
         image = source.rgb
         check_aspect_ratio(*image.shape[:2], settings.max_aspect_ratio)
         if mask_path is None:
-            return Upload(image, None, source)
+            return Upload(source, None)
         raw_mask = await asyncio.to_thread(
             lambda: decode_mask_image(mask_path.read_bytes(), settings.max_image_pixels)
         )
@@ -464,7 +467,7 @@ class InpaintAnything:
                 f"the mask is {raw_mask.shape[1]}x{raw_mask.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; they must match"
             )
-        return Upload(image, await asyncio.to_thread(binarize_mask, raw_mask), source)
+        return Upload(source, await asyncio.to_thread(binarize_mask, raw_mask))
 
     # --- SAM --------------------------------------------------------------------------------
 
@@ -544,7 +547,7 @@ class InpaintAnything:
         if upload.mask is not None:
             return Selection(upload.mask, None, None)
         image = upload.image
-        logits, scores, _ = await self._prompted_candidates(request, image, "or upload a mask")
+        logits, scores, _ = await self._candidates(image, request)  # prompt checked above
         index = int(np.argmax(scores)) if request.mask_index is None else request.mask_index
         mask = (await asyncio.to_thread(_masks, logits[index : index + 1], image))[0]
         if not await asyncio.to_thread(mask.any):
