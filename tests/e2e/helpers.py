@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cv2
 import httpx
 import numpy as np
+import redis
 from PIL import Image
 
 from tests.conftest import EXAMPLES_DIR
@@ -90,3 +93,14 @@ def assert_outside_mask_untouched(
     assert regenerated.shape == original.shape[:2]
     assert regenerated.any(), "the regenerated region should not be empty"
     np.testing.assert_array_equal(result[~regenerated], original[~regenerated])
+
+
+@contextmanager
+def cleared_redis(redis_url: str, pattern: str) -> Iterator[redis.Redis]:
+    """A client of the test Redis, with the keys matching `pattern` deleted before and after."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys(pattern) or ["-"])
+    try:
+        yield client
+    finally:
+        client.delete(*client.keys(pattern) or ["-"])

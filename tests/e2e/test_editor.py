@@ -193,15 +193,21 @@ def test_select_brush_undo_remove_download_keep_editing(
     assert offline.external == [] and offline.errors == []
 
 
-def test_fill_shows_step_progress_and_the_result(server: Server, offline: OfflinePage) -> None:
-    page = offline.page
-    open_photo(page, server.url)
+def start_fill(page: Page, url: str, steps: int, seed: int | None = None) -> None:
+    """Open the dog, brush a stroke and start a fill job with `steps` steps."""
+    open_photo(page, url)
     brush_stroke(page, (300, 200), (400, 250))
     page.fill("[data-testid=prompt]", "a red ball")
     page.click("#prompt-fields summary")
-    page.fill("#steps", "6")
-    page.fill("#seed", "3")
+    page.fill("#steps", str(steps))
+    if seed is not None:
+        page.fill("#seed", str(seed))
     page.click("[data-testid=action-fill]")
+
+
+def test_fill_shows_step_progress_and_the_result(server: Server, offline: OfflinePage) -> None:
+    page = offline.page
+    start_fill(page, server.url, steps=6, seed=3)
     seen: set[str] = set()
 
     def finished() -> bool:
@@ -219,12 +225,7 @@ def test_fill_shows_step_progress_and_the_result(server: Server, offline: Offlin
 
 def test_fill_can_be_cancelled(server: Server, offline: OfflinePage) -> None:
     page = offline.page
-    open_photo(page, server.url)
-    brush_stroke(page, (300, 200), (400, 250))
-    page.fill("[data-testid=prompt]", "a red ball")
-    page.click("#prompt-fields summary")
-    page.fill("#steps", "100")
-    page.click("[data-testid=action-fill]")
+    start_fill(page, server.url, steps=100)
     page.wait_for_selector("[data-testid=progress]:text-matches('step [0-9]+ of 100')")
     page.click("#cancel")
     assert wait_state(page, "ready", "done", "error") == "ready"

@@ -25,7 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.local_server import LocalServer, serving
 from tests.e2e.conftest import SERVER_ENV
-from tests.e2e.helpers import assert_error, example_cases, example_path, load_rgb, png_bytes
+from tests.e2e.helpers import (
+    assert_error,
+    cleared_redis,
+    example_cases,
+    example_path,
+    load_rgb,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,10 +52,8 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.delete(*client.keys(RATE_KEYS) or ["-"])
-    yield client
-    client.delete(*client.keys(RATE_KEYS) or ["-"])
+    with cleared_redis(redis_url, RATE_KEYS) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import redis
 
 from scripts.local_server import LocalServer, serving
 from tests.e2e.conftest import SERVER_ENV
-from tests.e2e.helpers import example_cases, example_path, load_rgb, png_bytes
+from tests.e2e.helpers import cleared_redis, example_cases, example_path, load_rgb, png_bytes
 
 pytestmark = pytest.mark.e2e
 KEYS = "inpaint:sam-embedding:*"
@@ -21,10 +21,8 @@ KEYS = "inpaint:sam-embedding:*"
 
 @pytest.fixture(scope="module")
 def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.delete(*client.keys(KEYS) or ["-"])
-    yield client
-    client.delete(*client.keys(KEYS) or ["-"])
+    with cleared_redis(redis_url, KEYS) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
