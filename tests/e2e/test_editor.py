@@ -245,6 +245,9 @@ def test_drop_paste_and_box(server: Server, offline: OfflinePage) -> None:
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], 'dog.jpg', { type: 'image/jpeg' }));
             const target = event === 'drop' ? document.getElementById('drop-zone') : document;
+            // The second photo opens while the first is 'ready': clear the state first, so
+            // that the wait below sees this photo's 'ready', not the previous one's.
+            document.body.dataset.state = 'opening';
             target.dispatchEvent(event === 'drop'
                 ? new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true })
                 : new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true }));
