@@ -37,7 +37,7 @@ from tests.e2e.helpers import (
 pytestmark = pytest.mark.e2e
 
 KEYS = {
-    name: f"{name}-{uuid.uuid4().hex}" for name in ("auth", "client", "rate", "shared", "metrics")
+    name: f"{name}-{uuid.uuid4().hex}" for name in ("auth", "client", "rate", "pooled", "metrics")
 }
 RATE_KEYS = "inpaint:rate:*"
 DOG = example_cases()["remove-dog"]
@@ -155,7 +155,7 @@ def test_a_key_is_limited_when_its_bucket_is_empty_and_passes_once_it_refills(
 
 
 def test_two_servers_sharing_redis_enforce_one_limit(store: redis.Redis, servers: Pair) -> None:
-    key = KEYS["shared"]
+    key = KEYS["pooled"]
     for server in (servers.a, servers.b, servers.a, servers.b):
         assert _post(server, "segment", key).status_code == 415
     # Each server saw two requests of four allowed; together they spent the bucket.
