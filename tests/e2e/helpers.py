@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ import numpy as np
 import redis
 from PIL import Image
 
+from runners.runtime import COMPUTE_LOCK_FILE
 from tests.conftest import EXAMPLES_DIR
 
 EXAMPLES = EXAMPLES_DIR
@@ -104,3 +108,28 @@ def cleared_redis(redis_url: str, pattern: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.delete(*client.keys(pattern) or ["-"])
+
+
+@contextmanager
+def compute_lock_held() -> Iterator[None]:
+    """Hold the host-wide compute lock the runners take around every CPU forward, as another
+    runner's long forward would: the first call to reach a runner waits inside it and the
+    calls behind it stay queued, for as long as the block lasts, however fast the machine."""
+    with open(COMPUTE_LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_for_log(log: Path, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
+    """The first match of `pattern` in the server's log, waiting up to `timeout_s` for it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = re.search(pattern, log.read_text())
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {pattern!r} in {log} after {timeout_s} s")
+        time.sleep(0.1)
