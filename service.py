@@ -484,7 +484,7 @@ class InpaintAnything:
             if cached is not None:
                 return cached, True
             with stage("embed"):
-                embedding = await self._encode(working)
+                embedding = await self._encode(working, key)
             with stage("cache"):
                 await self.cache.put(key, embedding)
             return embedding, False
@@ -500,8 +500,8 @@ class InpaintAnything:
             count_embedding_cache(hit=cached or joined)
             return SamEmbedding(key, embedding, cached or joined)
 
-    async def _encode(self, working: np.ndarray) -> np.ndarray:
-        job = SamJob(image=working, deadline=_deadline(), call_id=uuid.uuid4().hex)
+    async def _encode(self, working: np.ndarray, key: str) -> np.ndarray:
+        job = SamJob(image=working, deadline=_deadline(), call_id=uuid.uuid4().hex, key=key)
         try:
             embedding = (await call_runner(self.sam.to_async.embed, [job]))[0]
         except asyncio.CancelledError:  # every waiter went away: the runner may skip it
@@ -517,18 +517,26 @@ class InpaintAnything:
     ) -> tuple[np.ndarray, np.ndarray, bool]:
         """SAM's (3x256x256 logits, 3 scores, embedding cached?) for the prompt."""
         found = await self.embedding_for(image)
-        with stage("mask"):
-            result = await call_runner(
+        sam_prompt = SamPrompt(
+            point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
+        )
+
+        async def decode(embedding: np.ndarray | None) -> dict[str, Any]:
+            return await call_runner(
                 self.sam.to_async.decode,
-                embedding=found.embedding,
+                embedding_key=found.key,
                 original_size=list(image.shape[:2]),
-                prompt=SamPrompt(
-                    point_coords=prompt.point_coords,
-                    point_labels=prompt.point_labels,
-                    box=prompt.box,
-                ),
+                prompt=sam_prompt,
+                embedding=embedding,
                 deadline=_deadline(),
             )
+
+        with stage("mask"):
+            # The runner most likely still holds the embedding (it made it, or was sent it
+            # for the previous click); 4 MB cross only when it does not.
+            result = await decode(None)
+            if result.get("unknown_embedding"):
+                result = await decode(found.embedding)
         if result.get("expired"):
             raise TimeoutError
         logits = np.asarray(result["low_res_logits"], dtype=np.float32)

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
 
     # --- SAM embedding cache ------------------------------------------------------------------
     embedding_cache_size: int = Field(default=32, ge=0)
+    # The newest embeddings the SAM runner keeps beside its model (4 MB each), so a click on a
+    # photo it has seen sends the key, not the embedding.
+    runner_embeddings_kept: int = Field(default=16, ge=0)
     redis_url: str = ""
     redis_cache_ttl_s: int = Field(default=3600, ge=1)
 

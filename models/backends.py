@@ -26,9 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 if TYPE_CHECKING:
     import torch
 
+    Example = torch.Tensor | tuple[torch.Tensor, ...]  # a network's input, or its inputs
+
 logger = logging.getLogger("inpaint.backends")
 
 BackendName = Literal["auto", "eager", "openvino"]
+# The dimensions of a network's example input that may vary; for several inputs, per input.
+Dynamic = list[int] | tuple[list[int], ...]
 PrecisionName = Literal["auto", "fp32", "bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FEATURE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
@@ -127,12 +131,17 @@ class OpenVinoModule:
         if min_input_side is not None:
             self.min_input_side = min_input_side
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        """The output tensor, or a tuple of them for a model with several outputs."""
         import torch
 
         request = self._compiled.create_infer_request()
-        request.infer([inputs.detach().float().contiguous().numpy()])
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        request.infer([tensor.detach().float().contiguous().numpy() for tensor in inputs])
+        outputs = tuple(
+            torch.from_numpy(request.get_output_tensor(i).data.copy())
+            for i in range(len(self._compiled.outputs))
+        )
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def parameters(self) -> Iterator[Any]:
         """None: the inputs it takes are float32 whatever precision runs inside."""
@@ -143,21 +152,26 @@ def _sanitized(tag: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in tag)
 
 
-def openvino_ir(
-    module: torch.nn.Module, example: torch.Tensor, cache: Path, dynamic: list[int]
-) -> Path:
+def openvino_ir(module: torch.nn.Module, example: Example, cache: Path, dynamic: Dynamic) -> Path:
     """Convert `module` to OpenVINO IR once; later calls reuse the file in `cache`.
 
-    `dynamic` lists the input dimensions that may vary (0 = batch, 2/3 = height/width).
+    `dynamic` lists the input dimensions that may vary (0 = batch, 2/3 = height/width); for
+    a tuple of example inputs, one such list per input.
     """
     target = cache / "model.xml"
     if target.is_file():
         return target
     import openvino as ov
 
-    shape = ov.PartialShape([-1 if i in dynamic else d for i, d in enumerate(example.shape)])
+    examples, dynamics = (
+        (example, dynamic) if isinstance(example, tuple) else ((example,), (dynamic,))
+    )
+    shapes = [
+        ov.PartialShape([-1 if i in dims else d for i, d in enumerate(tensor.shape)])
+        for tensor, dims in zip(examples, dynamics, strict=True)
+    ]
     logger.info("converting %s to OpenVINO IR in %s (once per model)", type(module).__name__, cache)
-    converted = ov.convert_model(module, example_input=example, input=[shape])
+    converted = ov.convert_model(module, example_input=example, input=shapes)
     cache.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache.parent))
     try:
@@ -190,14 +204,14 @@ def compile_openvino(ir: Path, precision: str, threads: int) -> Any:
 
 def accelerate(
     module: torch.nn.Module,
-    example: torch.Tensor,
+    example: Example,
     *,
     choice: BackendChoice,
     cache_root: Path,
     tag: str,
     threads: int,
-    dynamic: list[int],
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    dynamic: Dynamic,
+) -> tuple[Callable[..., Any], dict[str, Any]]:
     """`module` itself, or its OpenVINO twin; a failed conversion logs and falls back to eager.
 
     Returns the callable and the facts for the runner's status report.

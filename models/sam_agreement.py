@@ -72,3 +72,27 @@ def mask_agreement(sam: Sam, encode: Encoder, cases: list[Case]) -> dict[str, li
         candidate = predict_masks(predictor, encode, case)
         result[case.name] = [mask_iou(a, b) for a, b in zip(reference, candidate, strict=True)]
     return result
+
+
+Decoder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def decoder_agreement(sam: Sam, decode: Decoder, cases: list[Case]) -> dict[str, list[float]]:
+    """Per case, the IoU of each candidate mask from `decode` (a models.sam_prompt_decoder
+    `PromptDecoder` on some backend) against SamPredictor's, on eager fp32 features."""
+    from models.sam_prompt_decoder import prompt_points
+
+    predictor = SamPredictor(sam)
+    result = {}
+    for case in cases:
+        reference = predict_masks(predictor, sam.image_encoder, case)
+        coords = predictor.transform.apply_coords(case.point_coords, case.image.shape[:2])
+        points, labels = prompt_points(coords, case.point_labels.tolist(), None)
+        with torch.inference_mode():
+            low_res, _ = decode(
+                predictor.features, torch.from_numpy(points), torch.from_numpy(labels)
+            )
+            logits = sam.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        candidate = (logits > sam.mask_threshold)[0].numpy()
+        result[case.name] = [mask_iou(a, b) for a, b in zip(reference, candidate, strict=True)]
+    return result

@@ -16,11 +16,15 @@ if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
-Network = Literal["sam", "lama"]
+    from models.backends import Dynamic, Example
+
+Network = Literal["sam", "sam_decoder", "lama"]
 
 # Whether bf16 may be the default, from its measured agreement with fp32 (docs/benchmarks.md):
-# SAM vit_b mean mask IoU on the example photos >= 0.98; LaMa max error within 1/255.
-BF16_DEFAULT_OK: dict[Network, bool] = {"sam": True, "lama": True}
+# SAM vit_b mean mask IoU on the example photos >= 0.98; LaMa max error within 1/255. SAM's
+# mask decoder stays fp32: in bf16 its logits move by up to ~4e-3, which shifts mask edges,
+# to save ~15 ms of ~30.
+BF16_DEFAULT_OK: dict[Network, bool] = {"sam": True, "sam_decoder": False, "lama": True}
 # On CUDA (what scripts/gpu_check.py measures): the SAM ViT in bf16; LaMa stays fp32 (its FFTs
 # run in fp32 anyway) with channels-last convolutions.
 CUDA_BF16: tuple[Network, ...] = ("sam",)
@@ -35,12 +39,12 @@ def store_key(path: Path) -> str:
 def fast_forward(
     network: Network,
     module: torch.nn.Module,
-    example: torch.Tensor,
+    example: Example,
     *,
     path: Path,
     device: torch.device,
     threads: int,
-    dynamic: list[int],
+    dynamic: Dynamic,
 ) -> tuple[Any, dict[str, Any]]:
     """`module` or its faster twin for this host (see models.backends.choose_backend), and the
     facts about the choice for /ready."""
@@ -49,6 +53,7 @@ def fast_forward(
     settings = get_settings()
     backend, precision = {
         "sam": (settings.sam_backend, settings.sam_precision),
+        "sam_decoder": (settings.sam_backend, "auto"),
         "lama": (settings.lama_backend, settings.lama_precision),
     }[network]
     if device.type == "cuda":
@@ -95,22 +100,46 @@ def sam_encoder(
     return locked(encoder, device), details
 
 
+def sam_decoder(
+    sam: Sam, path: Path, device: torch.device, threads: int
+) -> tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]], dict[str, Any]]:
+    """SAM's prompt encoder + mask decoder (models.sam_prompt_decoder) on the fastest fp32
+    path for this host. Not under the compute lock: a decoding is tens of milliseconds, and
+    a click should not wait for another request's encoder run."""
+    import torch
+
+    from models.sam_prompt_decoder import PromptDecoder, prompt_points
+
+    coords, labels = prompt_points([[0.0, 0.0]], None, None)
+    encoder = sam.prompt_encoder
+    example = (
+        torch.zeros(1, encoder.embed_dim, *encoder.image_embedding_size, device=device),
+        torch.from_numpy(coords).to(device),
+        torch.from_numpy(labels).to(device),
+    )
+    module = PromptDecoder(sam).eval()
+    # The number of prompt points varies; the embedding's shape does not.
+    dynamic = ([], [1], [1])
+    return fast_forward(
+        "sam_decoder", module, example, path=path, device=device, threads=threads, dynamic=dynamic
+    )
+
+
 def warm_up_sam(
-    sam: Sam, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+    sam: Sam,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    decode: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
 ) -> None:
     """One encoder forward and one mask decoding on a blank image."""
     import torch
 
+    from models.sam_prompt_decoder import prompt_points
+
     size = sam.image_encoder.img_size
     features = encode(torch.zeros(1, 3, size, size, device=device))
-    sparse, dense = sam.prompt_encoder(points=None, boxes=None, masks=None)
-    sam.mask_decoder(
-        image_embeddings=features,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=True,
-    )
+    coords, labels = prompt_points([[size / 2, size / 2]], None, None)
+    decode(features, torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device))
 
 
 def prepare_unet(pipeline: Any, device: torch.device) -> None:

@@ -4,7 +4,9 @@ The entry sends the photo already at SAM's working size (long side 1024, see uti
 and upsamples the decoder's 256x256 logits itself, so the runner never sees nor returns a
 full-resolution array. The encoder is the expensive half (seconds on a CPU) and its input is
 always 1024x1024 after normalise + pad, so concurrent requests batch well. Decoding (~tens of
-ms) takes a cached embedding, which the entry keeps (see runners.embedding_cache).
+ms, on the fastest fp32 path for the host: runners.fast_paths.sam_decoder) takes an embedding
+from the entry's cache (runners.embedding_cache); the runner also keeps its newest ones by key,
+so a click on a photo it has seen sends a key, not 4 MB.
 
 Every call carries the caller's absolute deadline (epoch seconds), and an encoder job its call
 id, which the entry `cancel`s when its caller goes away: work whose caller has given up by the
@@ -54,6 +56,7 @@ class SamJob(BaseModel):
     image: Array
     deadline: float | None = None
     call_id: str | None = None  # what `cancel` names when the caller goes away
+    key: str | None = None  # the embedding's cache key: the runner keeps it for `decode`
 
 
 class SamPrompt(BaseModel):
@@ -79,6 +82,7 @@ class SamRunner(ModelRunner):
             "skipped_cancelled": 0,
         }
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -89,15 +93,16 @@ class SamRunner(ModelRunner):
         architecture = SamArchitecture.from_metadata(metadata["architecture"])
         self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        from runners.fast_paths import sam_encoder
+        from runners.fast_paths import sam_decoder, sam_encoder
 
-        self._encode, backend = sam_encoder(self.model, path, device, self.threads)
-        return {"model_type": metadata.get("model_type"), "encoder": backend}
+        self._encode, encoder = sam_encoder(self.model, path, device, self.threads)
+        self._decode, decoder = sam_decoder(self.model, path, device, self.threads)
+        return {"model_type": metadata.get("model_type"), "encoder": encoder, "decoder": decoder}
 
     def warm_up(self, device: torch.device) -> None:
         from runners.fast_paths import warm_up_sam
 
-        warm_up_sam(self.model, self._encode, device)
+        warm_up_sam(self.model, self._encode, self._decode, device)
 
     def _count(self, **increments: int) -> None:
         with self._counts_lock:
@@ -139,7 +144,24 @@ class SamRunner(ModelRunner):
         self._count(encoder_runs=1, images_encoded=len(live))
         for i, feature in zip(live, features, strict=True):
             results[i] = feature.float().cpu().numpy()
+            self._keep(jobs[i].key, results[i])
         return results
+
+    def _keep(self, key: str | None, embedding: np.ndarray) -> None:
+        if key is None or settings.runner_embeddings_kept == 0:
+            return
+        with self._counts_lock:
+            self._kept[key] = embedding
+            self._kept.move_to_end(key)
+            while len(self._kept) > settings.runner_embeddings_kept:
+                self._kept.popitem(last=False)
+
+    def _kept_embedding(self, key: str) -> np.ndarray | None:
+        with self._counts_lock:
+            embedding = self._kept.get(key)
+            if embedding is not None:
+                self._kept.move_to_end(key)
+            return embedding
 
     def _was_cancelled(self, call_id: str | None) -> bool:
         with self._counts_lock:
@@ -161,44 +183,44 @@ class SamRunner(ModelRunner):
     @bentoml.api
     def decode(
         self,
-        embedding: np.ndarray,
+        embedding_key: str,
         original_size: list[int],
         prompt: SamPrompt,
+        embedding: Array | None = None,
         deadline: float | None = None,
     ) -> dict[str, Any]:
         """SAM's 3 candidate low-resolution logits (3x256x256 float32) and predicted IoU
-        scores; {"expired": True} when the deadline has passed. The entry upsamples the logits
-        to masks (utils.sam_frame.upsample_masks)."""
+        scores, for the embedding sent or else the one kept under `embedding_key`;
+        {"unknown_embedding": True} when none was sent and none is kept, {"expired": True}
+        when the deadline has passed. The entry upsamples the logits to masks
+        (utils.sam_frame.upsample_masks)."""
         import torch
+
+        from models.sam_prompt_decoder import prompt_points
 
         self.state.require()
         if expired(deadline):
             self._count(skipped_expired=1)
             return {"expired": True}
+        if embedding is None:
+            embedding = self._kept_embedding(embedding_key)
+            if embedding is None:
+                return {"unknown_embedding": True}
+        else:
+            self._keep(embedding_key, embedding)
         model_work_started(self.kind, "decode", 1)
-        device = self.state.device
         size = (int(original_size[0]), int(original_size[1]))
         points = None
         if prompt.point_coords:
-            coords = self.transform.apply_coords(np.asarray(prompt.point_coords), size)
-            labels = prompt.point_labels or [1] * len(prompt.point_coords)
-            points = (
-                torch.as_tensor(coords, dtype=torch.float, device=device)[None],
-                torch.as_tensor(labels, dtype=torch.int, device=device)[None],
-            )
-        boxes = None
-        if prompt.box:
-            box = self.transform.apply_boxes(np.asarray(prompt.box), size)
-            boxes = torch.as_tensor(box, dtype=torch.float, device=device)
+            points = self.transform.apply_coords(np.asarray(prompt.point_coords), size)
+        box = self.transform.apply_boxes(np.asarray(prompt.box), size) if prompt.box else None
+        coords, labels = prompt_points(points, prompt.point_labels, box)
+        device = self.state.device
         with torch.inference_mode():
-            features = torch.as_tensor(embedding, device=device)[None]
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            low_res, iou = self.model.mask_decoder(
-                image_embeddings=features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
+            low_res, iou = self._decode(
+                torch.as_tensor(embedding, device=device)[None],
+                torch.from_numpy(coords).to(device),
+                torch.from_numpy(labels).to(device),
             )
         return {
             "low_res_logits": low_res[0].float().cpu().numpy(),

@@ -14,6 +14,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -177,6 +178,19 @@ def to_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# A 0/255 mask is long runs of two values: zlib's run-length strategy at level 1 packs it as
+# tightly as the default strategy at level 3, in half the time.
+_MASK_PNG_OPTIONS = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_RLE,
+]
+
+
 def encode_mask_base64(mask: np.ndarray) -> str:
-    """A bool mask as base64 PNG with 0/255 pixels."""
-    return to_base64(encode_image(mask_to_png_array(mask), "png"))
+    """A bool mask as base64 8-bit grayscale PNG with 0/255 pixels."""
+    encoded, png = cv2.imencode(".png", mask_to_png_array(mask), _MASK_PNG_OPTIONS)
+    if not encoded:
+        raise RuntimeError(f"OpenCV could not encode a {mask.shape} mask as PNG")
+    return to_base64(png.tobytes())

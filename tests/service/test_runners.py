@@ -82,6 +82,7 @@ def test_sam_masks_are_sam_predictors_on_the_example_photos(
         image = np.asarray(photo.convert("RGB"))
     size = image.shape[:2]
     result = sam.decode(
+        embedding_key=name,
         embedding=sam.embed(_jobs(image))[0],
         original_size=list(size),
         prompt=SamPrompt(point_coords=points, point_labels=labels, box=box),
@@ -100,6 +101,35 @@ def test_sam_masks_are_sam_predictors_on_the_example_photos(
     np.testing.assert_allclose(result["scores"], scores, rtol=1e-4, atol=1e-5)
 
 
+def test_sam_decodes_the_embeddings_it_keeps_by_key(
+    sam: SamRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoded photo's embedding stays in the runner under its key, as does one sent with a
+    decoding, so the next click sends only the key; the newest RUNNER_EMBEDDINGS_KEPT stay."""
+    monkeypatch.setattr("runners.sam.settings.runner_embeddings_kept", 2)
+    prompt = SamPrompt(point_coords=[[10.0, 12.0]])
+    encoded = SamJob(image=to_working_image(_photo(32, 48, 20)), key="encoded")
+    embedding = sam.embed([encoded])[0]
+    sent = sam.embed(_jobs(_photo(32, 48, 21)))[0]  # no key: kept only once sent
+    assert sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt) == {
+        "unknown_embedding": True
+    }
+    with_embedding = sam.decode(
+        embedding_key="sent", embedding=sent, original_size=[32, 48], prompt=prompt
+    )
+    by_key = sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt)
+    np.testing.assert_array_equal(by_key["low_res_logits"], with_embedding["low_res_logits"])
+    from_encoder = sam.decode(embedding_key="encoded", original_size=[32, 48], prompt=prompt)
+    expected = sam.decode(
+        embedding_key="other", embedding=embedding, original_size=[32, 48], prompt=prompt
+    )
+    np.testing.assert_array_equal(from_encoder["low_res_logits"], expected["low_res_logits"])
+    assert not np.array_equal(from_encoder["low_res_logits"], by_key["low_res_logits"])
+    # "sent" was used before "encoded" and "other" were: it is the one forgotten.
+    forgotten = sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt)
+    assert forgotten == {"unknown_embedding": True}
+
+
 def test_sam_skips_work_past_its_deadline(sam: SamRunner) -> None:
     before = asyncio.run(sam.status())["details"]
     past, future = time.time() - 1, time.time() + 600
@@ -108,7 +138,11 @@ def test_sam_skips_work_past_its_deadline(sam: SamRunner) -> None:
     )
     assert late.size == 0 and live.shape == (256, 64, 64)
     expired = sam.decode(
-        embedding=live, original_size=[32, 48], prompt=SamPrompt(box=[2, 2, 20, 20]), deadline=past
+        embedding_key="live",
+        embedding=live,
+        original_size=[32, 48],
+        prompt=SamPrompt(box=[2, 2, 20, 20]),
+        deadline=past,
     )
     assert expired == {"expired": True}
     after = asyncio.run(sam.status())["details"]

@@ -13,8 +13,9 @@ from models import backends
 from models.backends import BackendChoice, accelerate, choose_backend
 from models.lama_checkpoint import load_generator
 from models.lama_inference import inpaint
-from models.sam_agreement import example_cases, mask_agreement
+from models.sam_agreement import decoder_agreement, example_cases, mask_agreement
 from models.sam_checkpoint import SAM_ARCHITECTURES, load_sam
+from models.sam_prompt_decoder import PromptDecoder, prompt_points
 from tests.conftest import LAMA_DATA_DIR
 from tooling.tiny import write_random_sam_checkpoint
 
@@ -96,6 +97,32 @@ def test_openvino_fp32_sam_encoder_gives_eager_masks_on_the_examples(
     assert len(agreement) >= 6
     for case, ious in agreement.items():
         assert min(ious) >= 0.999, (case, ious)
+
+
+def test_openvino_fp32_sam_decoder_gives_eager_masks_and_scores(
+    tiny_sam: torch.nn.Module, sam_cache: Path
+) -> None:
+    """The prompt encoder + mask decoder graph: a click and its padding point on the example
+    photos, then a box with a negative click (three points) on random features."""
+    coords, labels = prompt_points([[0.0, 0.0]], None, None)
+    example = (torch.zeros(1, 256, 64, 64), torch.from_numpy(coords), torch.from_numpy(labels))
+    eager = PromptDecoder(tiny_sam).eval()
+    decode, details = accelerate(
+        eager, example, choice=OPENVINO_FP32, cache_root=sam_cache, tag="sam_decoder", threads=2,
+        dynamic=([], [1], [1]),
+    )  # fmt: skip
+    assert details["backend"] == "openvino" and details["precision"] == "fp32"
+    for case, ious in decoder_agreement(tiny_sam, decode, example_cases()).items():
+        assert min(ious) >= 0.999, (case, ious)
+    features = torch.from_numpy(np.random.default_rng(3).normal(size=(1, 256, 64, 64)))
+    box, box_labels = prompt_points([[30.0, 40.0]], [0], [10.0, 20.0, 600.0, 500.0])
+    inputs = (features.float(), torch.from_numpy(box), torch.from_numpy(box_labels))
+    with torch.inference_mode():
+        expected_logits, expected_scores = eager(*inputs)
+    logits, scores = decode(*inputs)
+    assert logits.shape == (1, 3, 256, 256) and scores.shape == (1, 3)
+    torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-4)
+    torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-5)
 
 
 def test_openvino_artefact_is_made_once_and_reused(
