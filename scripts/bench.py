@@ -9,6 +9,8 @@ same number of threads (every usable core, as the runners use):
 
 - encoder: the SAM image encoder, eager fp32 vs the default backend (and OpenVINO fp32), and
   the default backend's mask agreement with eager on the example photos;
+- decoder: SAM's prompt encoder + mask decoder for one click, eager fp32 vs the default
+  backend, and the default's mask agreement with SamPredictor on the example photos;
 - lama: LaMa at 1024 px, eager fp32 vs the default backend, and its max error;
 - reference: Inpaint-Anything's remove logic for one mask, in this process: load SAM + LaMa,
   embed, predict, dilate, inpaint (segment_anything's SamPredictor, eager fp32);
@@ -88,7 +90,7 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
     "COMPUTE_LOCK": "false",
     "WARM_UP": "false",
 }
-SECTIONS = ("encoder", "lama", "reference", "server", "throughput", "before")
+SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 EXTRA_SECTIONS = ("routes", "http")  # every route's latency; HTTP vs in-process remove
 
 
@@ -321,6 +323,46 @@ def encoder_section(sam_tag: str, repeats: int, cases: int) -> dict[str, Any]:
     }
 
 
+def decoder_section(sam_tag: str, repeats: int, cases: int) -> dict[str, Any]:
+    """SAM prompt encoder + mask decoder for one click: eager fp32 vs the default backend."""
+    import torch
+
+    from models.sam_agreement import decoder_agreement, example_cases
+    from models.sam_prompt_decoder import PromptDecoder, prompt_points
+    from runners.fast_paths import sam_decoder
+
+    sam, path = _load_sam(sam_tag)
+    default, details = sam_decoder(sam, path, torch_device("cpu"), torch.get_num_threads())
+    eager = PromptDecoder(sam).eval()
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 256, 64, 64, generator=generator)
+    coords, labels = prompt_points([[300.0, 500.0]], None, None)
+    inputs = (features, torch.from_numpy(coords), torch.from_numpy(labels))
+    with torch.inference_mode():
+        timings = _side_by_side(
+            {"eager_fp32": lambda: eager(*inputs), "default": lambda: default(*inputs)},
+            max(repeats, 10),
+        )
+        error = (default(*inputs)[0] - eager(*inputs)[0]).abs().max()
+    flat = [
+        iou
+        for ious in decoder_agreement(sam, default, example_cases(limit=cases)).values()
+        for iou in ious
+    ]
+    return {
+        "default_backend": details,
+        **timings,
+        "default_speedup": round(
+            timings["eager_fp32"]["median_ms"] / timings["default"]["median_ms"], 2
+        ),
+        "default_logits_max_abs_error": float(error),
+        "default_mask_iou_vs_eager": {
+            "mean": round(float(np.mean(flat)), 5),
+            "min": round(float(np.min(flat)), 5),
+        },
+    }
+
+
 def lama_section(lama_tag: str, repeats: int, size: int) -> dict[str, Any]:
     """LaMa's generator at `size` px: eager fp32 vs the default backend."""
     import torch
@@ -503,6 +545,8 @@ def main() -> int:
     # In-process first: they also convert the models once, so the servers start from the cache.
     if "encoder" in sections:
         record("encoder", lambda: encoder_section(tags["sam"], args.repeats, args.agreement_cases))
+    if "decoder" in sections:
+        record("decoder", lambda: decoder_section(tags["sam"], args.repeats, args.agreement_cases))
     if "lama" in sections:
         record("lama", lambda: lama_section(tags["lama"], args.repeats, args.lama_size))
     if "reference" in sections:
