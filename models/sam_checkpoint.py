@@ -29,6 +29,19 @@ _SHOWN_PER_KIND = 5  # keys listed per problem kind in an error message
 _SAM_INIT_DEFAULTS = inspect.signature(Sam.__init__).parameters
 
 
+class ReleasedImageEncoder(torch.nn.Module):
+    """Takes the place of a SAM image encoder whose weights were released because a converted
+    twin serves it (runners.fast_paths); keeps the `img_size` that SAM's preprocessing and
+    prompt frame read."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, *args: Any) -> Any:
+        raise RuntimeError("this SAM's eager image encoder was released for a faster backend")
+
+
 class SamCheckpointError(ValueError):
     """A SAM checkpoint file is unreadable or does not match the expected architecture."""
 

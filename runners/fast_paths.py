@@ -92,11 +92,17 @@ def sam_encoder(
     """SAM's image encoder on the fastest path for this host, under the compute lock."""
     import torch
 
+    from models.sam_checkpoint import ReleasedImageEncoder
+
     size = sam.image_encoder.img_size
     example = torch.zeros(1, 3, size, size, device=device)
     encoder, details = fast_forward(
         "sam", sam.image_encoder, example, path=path, device=device, threads=threads, dynamic=[0]
     )
+    if details["backend"] == "openvino":
+        # Its converted twin serves every request: the eager weights (most of SAM's memory,
+        # 2.5 GB for vit_h) need not stay beside it.
+        sam.image_encoder = ReleasedImageEncoder(size)
     return locked(encoder, device), details
 
 

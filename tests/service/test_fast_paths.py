@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import bentoml
 import numpy as np
 import pytest
 import torch
 
 from config.settings import get_settings
 from models.backends import host_has_bf16
+from models.sam_checkpoint import SamArchitecture, load_sam
 from runners.lama import LamaRunner
 from runners.runtime import COMPUTE_LOCK_FILE, compute_slot
 from runners.sam import SamJob, SamRunner
@@ -39,18 +42,27 @@ def test_sam_runner_reports_its_backend_threads_host_and_warm_up(sam: SamRunner)
     expected = "bf16" if host_has_bf16() else "fp32"
     assert details["encoder"]["backend"] == "openvino"
     assert details["encoder"]["precision"] == expected
+    # The mask decoder stays fp32 whatever the hardware (runners.fast_paths.BF16_DEFAULT_OK).
+    assert details["decoder"]["backend"] == "openvino"
+    assert details["decoder"]["precision"] == "fp32"
     assert details["torch_threads"] == details["host"]["cores"] == torch.get_num_threads()
     assert details["warm_up_s"] >= 0
 
 
-def test_sam_runner_embedding_is_close_to_eager(sam: SamRunner) -> None:
+def test_sam_runner_embedding_is_close_to_eager(sam: SamRunner, tiny_tags: dict[str, str]) -> None:
+    """The same weights in eager fp32, loaded apart: the runner keeps no eager encoder."""
+    assert not list(sam.model.image_encoder.parameters()), "the eager encoder was kept"
+    stored = bentoml.models.get(tiny_tags["sam"])
+    metadata = stored.info.metadata
+    architecture = SamArchitecture.from_metadata(metadata["architecture"])
+    reference = load_sam(Path(stored.path) / metadata["checkpoint_file"], architecture, "cpu")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     working = to_working_image(image)
     embedding = sam.embed([SamJob(image=working)])[0]
     pixels = torch.as_tensor(working).permute(2, 0, 1)[None]
     with torch.inference_mode():
-        eager = sam.model.image_encoder(sam.model.preprocess(pixels))[0].numpy()
+        eager = reference.image_encoder(reference.preprocess(pixels))[0].numpy()
     assert embedding.shape == eager.shape == (256, 64, 64)
     assert np.abs(embedding - eager).max() <= 0.05 * np.abs(eager).max()
 
