@@ -71,7 +71,7 @@ from flows.limits import check_aspect_ratio, check_fill_canvas
 from flows.plan import Painted, Painter, Window, paint_region, region_to_paint
 from runners.client import call_runner
 from runners.embedding_cache import SingleFlight, embedding_key, make_embedding_cache
-from runners.lama import LamaRunner
+from runners.lama import LamaJob, LamaRunner
 from runners.runtime import process_memory_mb
 from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
@@ -660,9 +660,12 @@ class InpaintAnything:
         return window, functools.partial(self._paint_sd, request, seed), "sd", seed
 
     async def _paint_lama(self, part: np.ndarray, part_mask: np.ndarray) -> np.ndarray:
-        item = np.dstack([part, mask_to_png_array(part_mask)])
+        job = LamaJob(item=np.dstack([part, mask_to_png_array(part_mask)]), deadline=_deadline())
         with stage("inpaint"):
-            return (await call_runner(self.lama.to_async.inpaint, [item]))[0]
+            painted = (await call_runner(self.lama.to_async.inpaint, [job]))[0]
+        if painted.size == 0:
+            raise TimeoutError  # the runner skipped it: past the deadline
+        return painted
 
     async def _paint_sd(
         self, request: GenerateRequest, seed: int, part: np.ndarray, part_mask: np.ndarray

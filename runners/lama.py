@@ -1,33 +1,59 @@
 """LaMa runner: batchable inpainting with the project's own FFC ResNet generator.
 
-Items are HxWx4 uint8 arrays (RGB + mask channel, non-zero = hole). Sizes differ between
-requests, so a batch is split into groups of equal padded size (models.lama_inference); a
-common padding would make one request's result depend on its batch neighbours.
+Each job is an HxWx4 uint8 array (RGB + mask channel, non-zero = hole) and its caller's
+deadline: a job whose deadline has passed when it leaves the queue is skipped, not run for
+nobody. Sizes differ between requests, so a batch is split into groups of equal padded size
+(models.lama_inference); a common padding would make one request's result depend on its batch
+neighbours.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 import numpy as np
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import LAMA_FOLDER, resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
-from runners.runtime import ModelRunner, batching, compute_slot, runner_service_config
+from runners.runtime import (
+    ModelRunner,
+    batching,
+    compute_slot,
+    expired,
+    runner_service_config,
+)
 
 if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
+SKIPPED = np.zeros((0,), dtype=np.uint8)  # what an expired job gets instead of an image
+
+
+class LamaJob(BaseModel):
+    """One image to inpaint: HxWx4 uint8, RGB + mask channel (non-zero = hole)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    item: Array
+    deadline: float | None = None
 
 
 @bentoml.service(name="lama_runner", **runner_service_config(settings))
 class LamaRunner(ModelRunner):
     kind = "lama"
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["lama"])
+
+    def __init__(self) -> None:
+        self._skipped_lock = threading.Lock()
+        self.skipped_expired = 0
+        super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         import torch
@@ -58,19 +84,32 @@ class LamaRunner(ModelRunner):
             inpaint(self.generator, image, mask, device)
 
     @bentoml.api(**batching(settings.lama_max_batch_size, settings))
-    def inpaint(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        """Inpainted HxWx3 uint8 images for HxWx4 (RGB + mask) items, one batch."""
+    def inpaint(self, jobs: list[LamaJob]) -> list[np.ndarray]:
+        """Inpainted HxWx3 uint8 images, one per job; `SKIPPED` (an empty array) for a job
+        whose deadline has passed."""
         from models.lama_inference import inpaint_batch
 
         self.state.require()
-        model_work_started(self.kind, "inpaint", len(items))
-        pairs = [(item[..., :3], item[..., 3]) for item in items]
+        live = [i for i, job in enumerate(jobs) if not expired(job.deadline)]
+        with self._skipped_lock:
+            self.skipped_expired += len(jobs) - len(live)
+        results = [SKIPPED] * len(jobs)
+        if not live:
+            return results
+        model_work_started(self.kind, "inpaint", len(live))
+        pairs = [(jobs[i].item[..., :3], jobs[i].item[..., 3]) for i in live]
         with compute_slot(self.state.device):
-            return inpaint_batch(self.generator, pairs, self.state.device)
+            painted = inpaint_batch(self.generator, pairs, self.state.device)
+        for i, image in zip(live, painted, strict=True):
+            results[i] = image
+        return results
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:
-        return self.state.report()
+        report = self.state.report()
+        with self._skipped_lock:
+            report["details"] = {**report["details"], "skipped_expired": self.skipped_expired}
+        return report
 
 
 LamaRunner.add_asgi_middleware(RunnerArrivals)

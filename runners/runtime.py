@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("inpaint.runners")
 
 
+def expired(deadline: float | None) -> bool:
+    """Whether a caller's absolute deadline (epoch seconds) has passed."""
+    return deadline is not None and time.time() > deadline
+
+
 def runner_service_config(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of `@bentoml.service` for a model runner."""
     config: dict[str, Any] = {

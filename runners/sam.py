@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from config.settings import get_settings
 from models.store import resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
-from runners.runtime import ModelRunner, batching, runner_service_config
+from runners.runtime import ModelRunner, batching, expired, runner_service_config
 from runners.sam_onnx import DecoderExport
 
 if TYPE_CHECKING:
@@ -42,10 +41,6 @@ logger = logging.getLogger("inpaint.runners")
 Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
 SKIPPED = np.zeros((0,), dtype=np.float32)  # what a skipped job gets instead of an embedding
 _CANCELLED_KEPT = 4096  # ids of calls already finished are never popped; keep the newest
-
-
-def expired(deadline: float | None) -> bool:
-    return deadline is not None and time.time() > deadline
 
 
 class SamJob(BaseModel):

@@ -230,3 +230,42 @@ def test_a_client_that_goes_away_has_its_queued_encoder_work_skipped(
     call_id = asyncio.run(run())
     assert f"{request_id} 408 client_closed_request" in server.log.read_text()
     wait_for_log(server.log, rf"SAM call {call_id} skipped: cancelled by its caller")
+
+
+def test_lama_work_queued_past_its_deadline_is_skipped(short_deadline_server: Server) -> None:
+    """While another forward holds the CPU, two removals with their own masks reach LaMa: the
+    first waits inside it, the second in its queue. Both callers get 504 at the deadline, and
+    the queued job is skipped when it leaves the queue instead of running for nobody."""
+    url = short_deadline_server.url
+
+    def lama_skipped() -> int:
+        ready = httpx.get(f"{url}/api/v1/ready", timeout=30).json()
+        return ready["models"]["lama"]["details"]["skipped_expired"]
+
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:40] = 255
+    before = lama_skipped()
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            with compute_lock_held():
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            "/api/v1/remove",
+                            files={
+                                "image": ("p.png", png_bytes(_photo(900 + i, 48, 64)), "image/png"),
+                                "mask": ("m.png", png_bytes(mask), "image/png"),
+                            },
+                        )
+                        for i in range(2)
+                    )
+                )
+
+    for response in asyncio.run(run()):
+        assert_error(response, 504, "processing_timeout")
+    for _ in range(300):
+        if lama_skipped() > before:
+            return
+        time.sleep(0.1)
+    pytest.fail("LaMa ran the work of callers who had timed out")

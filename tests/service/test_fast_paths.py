@@ -15,7 +15,7 @@ import torch
 from config.settings import get_settings
 from models.backends import host_has_bf16
 from models.sam_checkpoint import SamArchitecture, load_sam
-from runners.lama import LamaRunner
+from runners.lama import LamaJob, LamaRunner
 from runners.runtime import COMPUTE_LOCK_FILE, compute_slot
 from runners.sam import SamJob, SamRunner
 from utils.sam_frame import to_working_image
@@ -77,7 +77,7 @@ def test_lama_runner_on_its_default_backend_keeps_pixels_outside_the_hole(
     item = np.zeros((40, 52, 4), np.uint8)
     item[..., :3] = rng.integers(0, 256, (40, 52, 3))
     item[10:30, 12:40, 3] = 255
-    result = runner.inpaint([item])[0]
+    result = runner.inpaint([LamaJob(item=item)])[0]
     assert result.shape == (40, 52, 3)
     np.testing.assert_array_equal(result[:10], item[:10, :, :3])
 

@@ -16,7 +16,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import ModelStore
 from bentoml.models import BentoModel
 
-from runners.lama import LamaRunner
+from runners.lama import LamaJob, LamaRunner
 from tests.conftest import LAMA_DATA_DIR
 from tooling import model_import
 
@@ -43,7 +43,7 @@ def test_runner_output_matches_inpaint_anything(parity_runner: LamaRunner) -> No
     with np.load(PARITY_DIR / "cases.npz") as cases:
         image, mask, expected = cases["e2e_image"], cases["e2e_mask"], cases["e2e_output"]
     item = np.dstack([image, mask])  # the runner's wire format: RGB + mask channel
-    (out,) = parity_runner.inpaint([item])
+    (out,) = parity_runner.inpaint([LamaJob(item=item)])
     assert out.shape == expected.shape and out.dtype == np.uint8
     # Runners set their own thread count; the reference used one thread: at most one level off.
     diff = np.abs(out.astype(np.int16) - expected.astype(np.int16))

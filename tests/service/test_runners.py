@@ -13,7 +13,7 @@ from PIL import Image
 from segment_anything import SamPredictor
 
 from models.lama_inference import inpaint
-from runners.lama import LamaRunner
+from runners.lama import LamaJob, LamaRunner
 from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
 from tests.conftest import EXAMPLES_DIR
@@ -172,13 +172,26 @@ def test_lama_batch_of_mixed_sizes_matches_single_runs(lama: LamaRunner) -> None
         mask = np.zeros((height, width), np.uint8)
         mask[10:30, 12:40] = 255
         items.append(np.dstack([image, mask]))
-    results = lama.inpaint(items)
+    results = lama.inpaint([LamaJob(item=item) for item in items])
     for item, result in zip(items, results, strict=True):
         assert result.shape == item.shape[:2] + (3,) and result.dtype == np.uint8
         alone = inpaint(lama.generator, item[..., :3], item[..., 3], lama.state.device)
         assert np.abs(result.astype(int) - alone.astype(int)).max() <= 1
         outside = item[..., 3] == 0
         np.testing.assert_array_equal(result[outside], item[..., :3][outside])
+
+
+def test_lama_skips_work_past_its_deadline(lama: LamaRunner) -> None:
+    item = np.dstack([_photo(24, 32, 8), np.full((24, 32), 255, np.uint8)])
+    before = asyncio.run(lama.status())["details"]["skipped_expired"]
+    late, live = lama.inpaint(
+        [
+            LamaJob(item=item, deadline=time.time() - 1),
+            LamaJob(item=item, deadline=time.time() + 600),
+        ]
+    )
+    assert late.size == 0 and live.shape == (24, 32, 3)
+    assert asyncio.run(lama.status())["details"]["skipped_expired"] - before == 1
 
 
 def _job(seed: int, steps: int = 2, prompt: str = "a red car") -> SdJob:
