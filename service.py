@@ -671,8 +671,13 @@ class InpaintAnything:
         self, request: GenerateRequest, seed: int, part: np.ndarray, part_mask: np.ndarray
     ) -> np.ndarray:
         job = _sd_job(request, part, part_mask, seed)
-        with stage("inpaint"):
-            generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
+        try:
+            with stage("inpaint"):
+                generated = (await call_runner(self.sd.to_async.inpaint, [job]))[0]
+        except asyncio.CancelledError:  # the caller went away: the runner stops at its next step
+            logger.info("request %s gave up: cancelling SD job %s", _REQUEST.get(), job.job_id)
+            self._in_background(call_runner(self.sd.to_async.cancel, job.job_id))
+            raise
         if generated.size == 0:
             raise TimeoutError  # the runner skipped it: past the deadline
         return generated
@@ -840,7 +845,8 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray, seed:
             else request.guidance_scale
         ),
         seed=seed,
-        job_id=current_job_id.get(),  # set when the flow runs as a job (api.jobs)
+        # A job's own id (api.jobs), else one for this call: `cancel` names it.
+        job_id=current_job_id.get() or uuid.uuid4().hex,
         deadline=_deadline(),
     )
 

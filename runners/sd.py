@@ -8,6 +8,7 @@ neighbours' seeds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 settings = get_settings()
+logger = logging.getLogger("inpaint.runners")
 SKIPPED = np.zeros((0,), dtype=np.uint8)  # what an expired job gets instead of a window
 
 
@@ -57,7 +59,7 @@ class SdJob(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     seed: int
-    job_id: str | None = None  # set for a job (api.jobs): its progress is reported by id
+    job_id: str | None = None  # progress is reported, and `cancel` stops it, by this id
     deadline: float | None = None  # epoch seconds; past it the caller has given up
 
     def group_key(self) -> tuple[int, float, tuple[int, ...]]:
@@ -103,7 +105,9 @@ class SdRunner(ModelRunner):
         results = [SKIPPED] * len(jobs)
         for indices in groups.values():
             group = [jobs[i] for i in indices]
-            if self.board.all_cancelled([job.job_id for job in group if job.job_id]):
+            ids = [job.job_id for job in group if job.job_id]
+            if self.board.all_cancelled(ids):
+                logger.info("SD jobs %s skipped: cancelled by their callers", ", ".join(ids))
                 continue  # jobs cancelled while queued never start (SKIPPED)
             try:
                 images = self._run(group)

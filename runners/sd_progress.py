@@ -8,6 +8,7 @@ answers on the event loop while the sync inference API holds its worker thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+logger = logging.getLogger("inpaint.runners")
 # Jobs are few and short-lived; this only bounds a runner that is never asked again.
 BOARD_CAPACITY = 1024
 
@@ -87,8 +89,14 @@ class ProgressBoard:
             pipeline: Any, index: int, timestep: Any, kwargs: dict[str, Any]
         ) -> dict[str, Any]:
             self.advance(ids, index + 1, int(getattr(pipeline, "num_timesteps", total)))
-            if self.all_cancelled(ids):
+            if self.all_cancelled(ids) and not pipeline._interrupt:
                 pipeline._interrupt = True  # diffusers skips the remaining steps
+                logger.info(
+                    "SD jobs %s stopped at step %d of %d: cancelled by their callers",
+                    ", ".join(ids),
+                    index + 1,
+                    total,
+                )
             return kwargs
 
         return on_step_end

@@ -269,3 +269,44 @@ def test_lama_work_queued_past_its_deadline_is_skipped(short_deadline_server: Se
             return
         time.sleep(0.1)
     pytest.fail("LaMa ran the work of callers who had timed out")
+
+
+def test_a_client_that_goes_away_stops_its_stable_diffusion_work(
+    short_deadline_server: Server,
+) -> None:
+    """While another forward holds the CPU, a fill (with its own mask, so SD is the only
+    model) waits inside its first denoising step. Its client goes away: the entry tells the
+    SD runner, which stops the call at its next step instead of running 20 steps for nobody."""
+    server = short_deadline_server
+    request_id = f"gone-sd-{np.random.default_rng().integers(1 << 40)}"
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 20:40] = 255
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=1.0) as client:
+            with compute_lock_held():
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post(
+                        "/api/v1/fill",
+                        headers={"X-Request-ID": request_id},
+                        files={
+                            "image": ("p.png", png_bytes(_photo(950, 48, 64)), "image/png"),
+                            "mask": ("m.png", png_bytes(mask), "image/png"),
+                        },
+                        data={
+                            "request": json.dumps({"text_prompt": "sky", "num_inference_steps": 20})
+                        },
+                    )
+                gave_up = await asyncio.to_thread(
+                    wait_for_log,
+                    server.log,
+                    rf"request {request_id} gave up: cancelling SD job (\w+)",
+                )
+        job_id = gave_up.group(1)
+        stopped = await asyncio.to_thread(
+            wait_for_log, server.log, rf"SD jobs {job_id} (stopped at step (\d+) of 20|skipped)"
+        )
+        if stopped.group(2) is not None:
+            assert int(stopped.group(2)) < 20
+
+    asyncio.run(run())
