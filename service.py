@@ -75,6 +75,7 @@ from runners.lama import LamaJob, LamaRunner
 from runners.runtime import process_memory_mb
 from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
+from utils.decoded_uploads import DecodedUploads
 from utils.exceptions import (
     EmptyMaskException,
     InpaintError,
@@ -208,6 +209,7 @@ class InpaintAnything:
     def __init__(self) -> None:
         configure_logging(settings.log_level)
         self.cache = make_embedding_cache(settings)
+        self._decoded = DecodedUploads(settings.decoded_uploads_mb * 1024 * 1024)
         self._reports: dict[str, dict[str, Any]] = {}
         self.decoders = DecoderFiles(self._export_decoder)
         self.jobs = JobStore(
@@ -453,7 +455,10 @@ class InpaintAnything:
 
     async def _read_upload(self, image_path: Path, mask_path: Path | None) -> Upload:
         source = await asyncio.to_thread(
-            lambda: decode_image(image_path.read_bytes(), settings.max_image_pixels)
+            lambda: self._decoded.decode(
+                image_path.read_bytes(),
+                functools.partial(decode_image, max_pixels=settings.max_image_pixels),
+            )
         )
         image = source.rgb
         check_aspect_ratio(*image.shape[:2], settings.max_aspect_ratio)
@@ -475,8 +480,8 @@ class InpaintAnything:
         """The photo's SAM embedding (256x64x64 float32), its cache key and whether it came
         from the cache. One encoder run per distinct photo and SAM model, however many
         requests ask at once (in this process; Redis shares results across replicas)."""
-        working = await asyncio.to_thread(to_working_image, image)
-        key = await asyncio.to_thread(embedding_key, working, (await self._model_tags())["sam"])
+        # Keyed by the photo itself: a click on a cached photo skips the resize.
+        key = await asyncio.to_thread(embedding_key, image, (await self._model_tags())["sam"])
 
         async def compute() -> tuple[np.ndarray, bool]:
             with stage("cache"):
@@ -484,6 +489,7 @@ class InpaintAnything:
             if cached is not None:
                 return cached, True
             with stage("embed"):
+                working = await asyncio.to_thread(to_working_image, image)
                 embedding = await self._encode(working, key)
             with stage("cache"):
                 await self.cache.put(key, embedding)
@@ -596,8 +602,12 @@ class InpaintAnything:
         height, width = upload.image.shape[:2]
         logits, scores, cached = await self._prompted_candidates(request, upload.image)
         with stage("encode"):
-            masks = await asyncio.to_thread(
-                lambda: [encode_mask_base64(m) for m in _masks(logits, upload.image)]
+            candidates = await asyncio.to_thread(_masks, logits, upload.image)
+            # Three PNGs at once: OpenCV's encoder runs without the GIL.
+            masks = list(
+                await asyncio.gather(
+                    *(asyncio.to_thread(encode_mask_base64, m) for m in candidates)
+                )
             )
         return SegmentResponse(
             request_id="",

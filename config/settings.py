@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_file_size: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_size: int = Field(default=2048, ge=64)
     max_image_pixels: int = Field(default=40_000_000, ge=4096)
+    # Decoded uploads kept by the hash of their bytes (MB of pixels), so that a click on the
+    # photo sent with the previous click skips decoding it again; 0 keeps none.
+    decoded_uploads_mb: int = Field(default=64, ge=0)
     max_prompt_length: int = Field(default=1000, ge=1)
     max_points: int = Field(default=32, ge=1)
     max_inference_steps: int = Field(default=100, ge=1)
