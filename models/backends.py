@@ -190,7 +190,9 @@ def compile_openvino(ir: Path, precision: str, threads: int) -> Any:
     import openvino as ov
 
     core = ov.Core()
-    core.set_property({"CACHE_DIR": str(ir.parent / "compiled")})
+    # One blob cache per precision: OpenVINO 2026.4 gives fp32 and bf16 compilations the same
+    # cache key, and a bf16 compile that imports the fp32 blob of the SD UNet outputs NaN.
+    core.set_property({"CACHE_DIR": str(ir.parent / "compiled" / precision)})
     return core.compile_model(
         str(ir),
         "CPU",

@@ -18,13 +18,18 @@ if TYPE_CHECKING:
 
     from models.backends import Dynamic, Example
 
-Network = Literal["sam", "sam_decoder", "lama"]
+Network = Literal["sam", "sam_decoder", "lama", "sd_unet"]
 
 # Whether bf16 may be the default, from its measured agreement with fp32 (docs/benchmarks.md):
 # SAM vit_b mean mask IoU on the example photos >= 0.98; LaMa max error within 1/255. SAM's
 # mask decoder stays fp32: in bf16 its logits move by up to ~4e-3, which shifts mask edges,
 # to save ~15 ms of ~30.
-BF16_DEFAULT_OK: dict[Network, bool] = {"sam": True, "sam_decoder": False, "lama": True}
+BF16_DEFAULT_OK: dict[Network, bool] = {
+    "sam": True,
+    "sam_decoder": False,
+    "lama": True,
+    "sd_unet": False,  # TODO: measure
+}
 # On CUDA (what scripts/gpu_check.py measures): the SAM ViT in bf16; LaMa stays fp32 (its FFTs
 # run in fp32 anyway) with channels-last convolutions.
 CUDA_BF16: tuple[Network, ...] = ("sam",)
@@ -55,6 +60,7 @@ def fast_forward(
         "sam": (settings.sam_backend, settings.sam_precision),
         "sam_decoder": (settings.sam_backend, "auto"),
         "lama": (settings.lama_backend, settings.lama_precision),
+        "sd_unet": (settings.sd_backend, settings.sd_precision),
     }[network]
     if device.type == "cuda":
         return cuda_forward(
@@ -140,6 +146,28 @@ def warm_up_sam(
     features = encode(torch.zeros(1, 3, size, size, device=device))
     coords, labels = prompt_points([[size / 2, size / 2]], None, None)
     decode(features, torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device))
+
+
+def sd_unet(pipeline: Any, path: Path, device: torch.device, threads: int) -> dict[str, Any]:
+    """On the CPU, the pipeline's UNet on the fastest path for this host: its `forward` runs
+    the converted network (models.sd_unet). Returns the facts for /ready."""
+    from models.sd_unet import UNetCore, added_inputs, compiled_forward, example_inputs, unsupported
+
+    unet = pipeline.unet
+    if device.type != "cpu":
+        return {"backend": f"torch-{device.type}", "precision": str(unet.dtype).split(".")[-1]}
+    reason = unsupported(unet)
+    if reason is not None:
+        return {"backend": "eager", "precision": "fp32", "reason": reason}
+    example = example_inputs(unet, pipeline.tokenizer.model_max_length)
+    core = UNetCore(unet, added_inputs(unet)).eval()
+    dynamic = tuple([0] for _ in example)  # the batch: guidance doubles it, jobs batch
+    run, details = fast_forward(
+        "sd_unet", core, example, path=path, device=device, threads=threads, dynamic=dynamic
+    )
+    if details["backend"] == "openvino":
+        unet.forward = compiled_forward(unet, run, example)
+    return details
 
 
 def prepare_unet(pipeline: Any, device: torch.device) -> None:
