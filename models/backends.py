@@ -103,7 +103,8 @@ def choose_backend(
     """The fastest path this host supports, unless a setting forces one.
 
     `bf16_ok`: the network's bf16 output agrees well enough with fp32 to be a default (mean
-    mask IoU >= 0.98 for SAM, max error within 1/255 for LaMa; docs/benchmarks.md).
+    mask IoU >= 0.98 for SAM, max error within 1/255 for LaMa, within 5% relative RMS for the
+    SD UNet; docs/benchmarks.md).
     """
     if device_type != "cpu":
         return BackendChoice("eager", "fp32", f"torch on {device_type}")
