@@ -153,11 +153,14 @@ def warm_up_sam(
 def sd_unet(pipeline: Any, path: Path, device: torch.device, threads: int) -> dict[str, Any]:
     """On the CPU, the pipeline's UNet on the fastest path for this host: its `forward` runs
     the converted network (models.sd_unet). Returns the facts for /ready."""
+    import torch
+
     from models.sd_unet import UNetCore, added_inputs, compiled_forward, example_inputs, unsupported
 
     unet = pipeline.unet
-    if device.type != "cpu":
-        return {"backend": f"torch-{device.type}", "precision": str(unet.dtype).split(".")[-1]}
+    if device.type != "cpu":  # prepare_unet's channels-last torch UNet, in the loaded dtype
+        precision = "fp16" if unet.dtype == torch.float16 else "fp32"
+        return {"backend": f"torch-{device.type}", "precision": precision}
     reason = unsupported(unet)
     if reason is not None:
         return {"backend": "eager", "precision": "fp32", "reason": reason}

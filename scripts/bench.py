@@ -19,9 +19,9 @@ same number of threads (every usable core, as the runners use):
   thread per runner, eager fp32, no compute lock, no warm-up);
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
-- unet (not run unless named; ~10 minutes and ~13 GB): an SD-1.5-size random-weight inpainting
-  UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the conversion time,
-  and each path's error vs eager (with torch fp16, the CUDA default, as the yardstick).
+- unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
+  inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
+  conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
 
 Timings on a shared machine are noisy: compare the ratios, and rerun before trusting a gap.
 """

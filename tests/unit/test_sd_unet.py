@@ -262,7 +262,7 @@ def test_cuda_keeps_the_torch_unet() -> None:
     unet = _tiny_unet().half()
     pipe = SimpleNamespace(unet=unet, tokenizer=None)
     details = fast_paths.sd_unet(pipe, Path("/nonexistent"), torch.device("cuda"), threads=2)
-    assert details == {"backend": "torch-cuda", "precision": "float16"}
+    assert details == {"backend": "torch-cuda", "precision": "fp16"}
 
 
 @pytest.mark.skipif(not host_has_bf16(), reason="the CPU has no bf16 hardware")
