@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     sam_precision: Literal["auto", "fp32", "bf16"] = "auto"
     lama_backend: Literal["auto", "eager", "openvino"] = "auto"
     lama_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    sd_backend: Literal["auto", "eager", "openvino"] = "auto"  # the SD UNet's denoising steps
+    sd_precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Where converted models are cached (unset: <BENTOML_HOME>/compiled).
     compiled_models_dir: Path | None = None
     # One heavy forward at a time on this host, across the runner processes: each uses every

@@ -103,7 +103,8 @@ def choose_backend(
     """The fastest path this host supports, unless a setting forces one.
 
     `bf16_ok`: the network's bf16 output agrees well enough with fp32 to be a default (mean
-    mask IoU >= 0.98 for SAM, max error within 1/255 for LaMa; docs/benchmarks.md).
+    mask IoU >= 0.98 for SAM, max error within 1/255 for LaMa, within 5% relative RMS for the
+    SD UNet; docs/benchmarks.md).
     """
     if device_type != "cpu":
         return BackendChoice("eager", "fp32", f"torch on {device_type}")
@@ -190,7 +191,9 @@ def compile_openvino(ir: Path, precision: str, threads: int) -> Any:
     import openvino as ov
 
     core = ov.Core()
-    core.set_property({"CACHE_DIR": str(ir.parent / "compiled")})
+    # One blob cache per precision: OpenVINO 2026.4 gives fp32 and bf16 compilations the same
+    # cache key, and a bf16 compile that imports the fp32 blob of the SD UNet outputs NaN.
+    core.set_property({"CACHE_DIR": str(ir.parent / "compiled" / precision)})
     return core.compile_model(
         str(ir),
         "CPU",

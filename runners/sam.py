@@ -4,7 +4,7 @@ The entry sends the photo already at SAM's working size (long side 1024, see uti
 and upsamples the decoder's 256x256 logits itself, so the runner never sees nor returns a
 full-resolution array. The encoder is the expensive half (seconds on a CPU) and its input is
 always 1024x1024 after normalise + pad, so concurrent requests batch well. Decoding (~tens of
-ms, on the fastest fp32 path for the host: runners.fast_paths.sam_decoder) takes an embedding
+ms, on the fastest path for the host: runners.fast_paths.sam_decoder) takes an embedding
 from the entry's cache (runners.embedding_cache); the runner also keeps its newest ones by key,
 so a click on a photo it has seen sends a key, not 4 MB.
 

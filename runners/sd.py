@@ -77,13 +77,15 @@ class SdRunner(ModelRunner):
 
         fp16 = device.type == "cuda" and settings.sd_fp16_on_cuda
         self.pipeline = load_inpaint_pipeline(path / SD_FOLDER, device, fp16=fp16)
-        from runners.fast_paths import prepare_unet
+        from runners.fast_paths import prepare_unet, sd_unet
 
-        prepare_unet(self.pipeline, device)
+        unet = sd_unet(self.pipeline, path, device, self.threads)
+        prepare_unet(self.pipeline, device)  # after sd_unet: the lock wraps the UNet it chose
         return {
             "native_resolution": native_resolution(self.pipeline),
             "pipeline": type(self.pipeline).__name__,
             "dtype": "float16" if fp16 else "float32",
+            "unet": unet,
         }
 
     def warm_up(self, device: torch.device) -> None:

@@ -20,7 +20,10 @@ same number of threads (every usable core, as the runners use):
 - before: the same lone `/remove` and throughput on the settings before issue 9 (1 torch
   thread per runner, eager fp32, no compute lock, no warm-up);
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
-  HTTP vs the same flow code in this process.
+  HTTP vs the same flow code in this process;
+- unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
+  inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
+  conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
 
 Timings on a shared machine are noisy: compare the ratios, and rerun before trusting a gap.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +92,25 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
     "TORCH_THREADS": "1",
     "SAM_BACKEND": "eager",
     "LAMA_BACKEND": "eager",
+    "SD_BACKEND": "eager",
     "COMPUTE_LOCK": "false",
     "WARM_UP": "false",
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
-EXTRA_SECTIONS = ("routes", "http")  # every route's latency; HTTP vs in-process remove
+# every route's latency; HTTP vs in-process remove; the SD UNet's backends
+EXTRA_SECTIONS = ("routes", "http", "unet")
+# SD-1.5-inpainting's UNet (its config.json; the rest are UNet2DConditionModel's defaults).
+SD15_INPAINTING_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 9,
+    "out_channels": 4,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+}
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -406,6 +425,127 @@ def lama_section(lama_tag: str, repeats: int, size: int) -> dict[str, Any]:
     }
 
 
+def _relative_error(output: Any, reference: Any) -> dict[str, float]:
+    """RMS of the difference over RMS of the reference, and the largest difference."""
+    difference = (output.float() - reference).flatten()
+    return {
+        "relative_rms": float(f"{float(difference.norm() / reference.norm()):.3g}"),
+        "max_abs": float(f"{float(difference.abs().max()):.3g}"),
+    }
+
+
+def _denoise(forward: Callable[..., Any], config: dict[str, Any], steps: int) -> Any:
+    """`steps` DDIM steps of an inpainting loop at guidance 7.5 (what the pipeline does with
+    the UNet), from fixed random latents, mask, masked-image latents and text embeddings."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    rng = torch.Generator().manual_seed(2)
+    size = config["sample_size"]
+    latents = torch.randn(1, 4, size, size, generator=rng)
+    mask = torch.zeros(2, 1, size, size)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    masked = torch.randn(1, 4, size, size, generator=rng).expand(2, -1, -1, -1)
+    text = torch.randn(2, 77, config["cross_attention_dim"], generator=rng)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        clip_sample=False, set_alpha_to_one=False,
+    )  # fmt: skip
+    scheduler.set_timesteps(steps)
+    for timestep in scheduler.timesteps:
+        sample = scheduler.scale_model_input(torch.cat([latents] * 2), timestep)
+        noise = forward(torch.cat([sample, mask, masked], dim=1), timestep, text)
+        unconditional, conditional = noise.chunk(2)
+        noise = unconditional + 7.5 * (conditional - unconditional)
+        latents = scheduler.step(noise, timestep, latents).prev_sample
+    return latents
+
+
+def unet_section(
+    repeats: int, steps: int, config: dict[str, Any] = SD15_INPAINTING_UNET
+) -> dict[str, Any]:
+    """The SD UNet (random weights), one guided step (batch 2) at its native size: eager fp32
+    vs OpenVINO fp32 vs OpenVINO bf16 (where the CPU has it), the conversion time, each
+    path's error vs eager for that step and after `steps` DDIM steps; torch fp16 (the CUDA
+    default) on the same step as the yardstick for bf16."""
+    import copy
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from models.backends import BackendChoice, accelerate, host_has_bf16
+    from models.sd_unet import UNetCore, compiled_forward, example_inputs
+    from runners.runtime import process_memory_mb
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**config).eval()
+    rng = torch.Generator().manual_seed(1)
+    size = config["sample_size"]
+    step = (
+        torch.randn(2, config["in_channels"], size, size, generator=rng),
+        torch.tensor(500),
+        torch.randn(2, 77, config["cross_attention_dim"], generator=rng),
+    )
+    report: dict[str, Any] = {
+        "parameters_m": round(sum(p.numel() for p in unet.parameters()) / 1e6)
+    }
+    with torch.inference_mode():
+        reference = unet(*step, return_dict=False)[0]
+        half = copy.deepcopy(unet).half()
+        started = time.perf_counter()
+        fp16 = half(step[0].half(), step[1], step[2].half(), return_dict=False)[0]
+        report["torch_fp16_s"] = round(time.perf_counter() - started, 1)
+        del half
+    gc.collect()
+    report["memory_mb"] = {"eager": process_memory_mb()}
+    example = example_inputs(unet, text_length=77)
+    cache = Path(tempfile.mkdtemp(prefix="bench-unet-"))
+    paths: dict[str, Callable[..., Any]] = {"eager_fp32": unet}
+    precisions = ("fp32", "bf16") if host_has_bf16() else ("fp32",)
+    for precision in precisions:
+        started = time.perf_counter()
+        run, details = accelerate(
+            UNetCore(unet, ()).eval(),
+            example,
+            choice=BackendChoice("openvino", precision, "bench"),
+            cache_root=cache,
+            tag="sd15-inpainting-unet",
+            threads=torch.get_num_threads(),
+            dynamic=tuple([0] for _ in example),
+        )
+        assert details["backend"] == "openvino", details
+        # The first includes the conversion to IR (once per model); the second compiles only.
+        report[f"prepare_openvino_{precision}_s"] = round(time.perf_counter() - started, 1)
+        gc.collect()
+        report["memory_mb"][f"with_openvino_{precision}"] = process_memory_mb()
+        paths[f"openvino_{precision}"] = compiled_forward(unet, run, example)
+
+    def noise(forward: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *inputs: forward(*inputs, return_dict=False)[0]
+
+    with torch.inference_mode():
+        timings = _side_by_side(
+            {name: partial(noise(f), *step) for name, f in paths.items()}, repeats
+        )
+        errors = {name: _relative_error(noise(f)(*step), reference) for name, f in paths.items()}
+        errors["torch_fp16"] = _relative_error(fp16, reference)
+        final = {name: _denoise(noise(f), config, steps) for name, f in paths.items()}
+    eager_ms = timings["eager_fp32"]["median_ms"]
+    return {
+        **report,
+        "batch": 2,
+        "size_px": size * 8,
+        **timings,
+        "speedup_vs_eager": {
+            name: round(eager_ms / timing["median_ms"], 2) for name, timing in timings.items()
+        },
+        "one_step_error_vs_eager": errors,
+        f"latents_after_{steps}_steps_error_vs_eager": {
+            name: _relative_error(latents, final["eager_fp32"]) for name, latents in final.items()
+        },
+    }
+
+
 def reference_remove(sam_tag: str, lama_tag: str, photo: np.ndarray, repeats: int) -> dict:
     """Inpaint-Anything's remove for one mask, in this process: load both models, embed,
     predict, dilate, LaMa on the whole photo (its own steps, on the same weights)."""
@@ -506,6 +646,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--agreement-cases", type=int, default=6)
     parser.add_argument("--lama-size", type=int, default=1024)
+    parser.add_argument("--unet-steps", type=int, default=5, help="DDIM steps for agreement")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--out", type=Path)
@@ -549,6 +690,8 @@ def main() -> int:
         record("decoder", lambda: decoder_section(tags["sam"], args.repeats, args.agreement_cases))
     if "lama" in sections:
         record("lama", lambda: lama_section(tags["lama"], args.repeats, args.lama_size))
+    if "unet" in sections:
+        record("unet", lambda: unet_section(args.repeats, args.unet_steps))
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
@@ -620,6 +763,8 @@ def _ratios(report: dict[str, Any]) -> dict[str, float]:
         "cached_segment_over_bare_predict": ("server.cached_segment", "server.bare_predict"),
         "encoder_eager_over_default": ("encoder.eager_fp32", "encoder.default"),
         "lama_eager_over_default": ("lama.eager_fp32", "lama.default"),
+        "unet_eager_over_openvino_fp32": ("unet.eager_fp32", "unet.openvino_fp32"),
+        "unet_eager_over_openvino_bf16": ("unet.eager_fp32", "unet.openvino_bf16"),
         "cold_remove_before_over_after": ("before_cold_remove", "server.cold_remove"),
         "throughput_after_over_before": (
             "throughput_no_batching.requests_per_s",

@@ -6,6 +6,8 @@ import pytest
 
 from tooling import model_import
 
+BACKEND_SETTINGS = ("SAM_BACKEND", "LAMA_BACKEND", "SD_BACKEND")
+
 
 @pytest.fixture(scope="session")
 def tiny_tags() -> dict[str, str]:
@@ -17,11 +19,13 @@ def tiny_tags() -> dict[str, str]:
 def eager_reference_backends() -> None:
     """These tests hold the runners to the reference code bit for bit, so they run the eager
     fp32 reference path; the fast paths have their own parity tests (test_fast_paths.py,
-    tests/unit/test_backends.py)."""
+    tests/unit/test_backends.py, tests/unit/test_sd_unet.py). SD too: its tests compare runs
+    with each other to a level or two, which holds on OpenVINO as well (within 1e-5), but
+    eager keeps them on the reference and spares each SD runner a UNet conversion."""
     import os
 
     from config.settings import get_settings
 
-    os.environ.setdefault("SAM_BACKEND", "eager")
-    os.environ.setdefault("LAMA_BACKEND", "eager")
+    for name in BACKEND_SETTINGS:
+        os.environ.setdefault(name, "eager")
     get_settings.cache_clear()

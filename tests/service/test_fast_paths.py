@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -13,17 +16,20 @@ import pytest
 import torch
 
 from config.settings import get_settings
-from models.backends import host_has_bf16
+from models.backends import OpenVinoModule, host_has_bf16
 from models.sam_checkpoint import SamArchitecture, load_sam
+from runners.fast_paths import BF16_DEFAULT_OK
 from runners.lama import LamaJob, LamaRunner
 from runners.runtime import COMPUTE_LOCK_FILE, compute_slot
 from runners.sam import SamJob, SamRunner
+from runners.sd import SdJob, SdRunner
+from tests.service.conftest import BACKEND_SETTINGS
 from utils.sam_frame import to_working_image
 
 
 @pytest.fixture(scope="module")
 def default_backends(tiny_tags: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.pop(name, None) for name in ("SAM_BACKEND", "LAMA_BACKEND")}
+    saved = {name: os.environ.pop(name, None) for name in BACKEND_SETTINGS}
     get_settings.cache_clear()
     yield
     os.environ.update({name: value for name, value in saved.items() if value is not None})
@@ -42,9 +48,8 @@ def test_sam_runner_reports_its_backend_threads_host_and_warm_up(sam: SamRunner)
     expected = "bf16" if host_has_bf16() else "fp32"
     assert details["encoder"]["backend"] == "openvino"
     assert details["encoder"]["precision"] == expected
-    # The mask decoder stays fp32 whatever the hardware (runners.fast_paths.BF16_DEFAULT_OK).
     assert details["decoder"]["backend"] == "openvino"
-    assert details["decoder"]["precision"] == "fp32"
+    assert details["decoder"]["precision"] == expected
     assert details["torch_threads"] == details["host"]["cores"] == torch.get_num_threads()
     assert details["warm_up_s"] >= 0
 
@@ -80,6 +85,82 @@ def test_lama_runner_on_its_default_backend_keeps_pixels_outside_the_hole(
     result = runner.inpaint([LamaJob(item=item)])[0]
     assert result.shape == (40, 52, 3)
     np.testing.assert_array_equal(result[:10], item[:10, :, :3])
+
+
+@pytest.fixture(scope="module")
+def sd(default_backends: None) -> SdRunner:
+    runner = SdRunner()
+    assert runner.state.loaded, runner.state.error
+    return runner
+
+
+def test_sd_runner_reports_its_unet_backend(sd: SdRunner) -> None:
+    unet = asyncio.run(sd.status())["details"]["unet"]
+    bf16 = host_has_bf16() and BF16_DEFAULT_OK["sd_unet"]
+    assert unet["backend"] == "openvino" and unet["precision"] == ("bf16" if bf16 else "fp32")
+    assert "sd_unet-" in unet["artefact"]
+
+
+def _sd_job(job_id: str, steps: int) -> SdJob:
+    rng = np.random.default_rng(7)
+    mask = np.zeros((256, 256), bool)
+    mask[64:192, 64:192] = True
+    return SdJob(
+        image=rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+        mask=mask,
+        prompt="a red car",
+        num_inference_steps=steps,
+        guidance_scale=7.5,
+        seed=7,
+        job_id=job_id,
+    )
+
+
+@pytest.fixture
+def unet_steps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Per compiled UNet call: whether the host-wide compute lock was held while it ran."""
+    held: list[bool] = []
+    call = OpenVinoModule.__call__
+
+    def probe(self: OpenVinoModule, *inputs: torch.Tensor) -> Any:
+        with open(COMPUTE_LOCK_FILE, "a+b") as handle:  # its own open file: flock excludes it
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return call(self, *inputs)
+
+    monkeypatch.setattr(OpenVinoModule, "__call__", probe)
+    return held
+
+
+def test_sd_runner_steps_run_openvino_under_the_lock_and_report_progress(
+    sd: SdRunner, unet_steps: list[bool]
+) -> None:
+    result = sd.inpaint([_sd_job("job-openvino", steps=3)])[0]
+    assert result.shape == (256, 256, 3)
+    assert unet_steps == [True] * 3
+    report = asyncio.run(sd.progress(["job-openvino"]))["job-openvino"]
+    assert report["step"] == report["total_steps"] == 3
+
+
+def test_sd_runner_on_openvino_stops_when_its_caller_gives_up(
+    sd: SdRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _sd_job("job-deadline", steps=4).model_copy(update={"deadline": time.time() + 3600})
+    steps: list[int] = []
+    call = OpenVinoModule.__call__
+
+    def give_up(self: OpenVinoModule, *inputs: torch.Tensor) -> Any:
+        steps.append(inputs[0].shape[0])
+        job.deadline = time.time() - 1  # the caller gives up during the first step
+        return call(self, *inputs)
+
+    monkeypatch.setattr(OpenVinoModule, "__call__", give_up)
+    assert sd.inpaint([job])[0].size == 0, "SKIPPED, as for a job expired before it ran"
+    assert steps == [2], "one guided step, then the step callback stopped the call"
 
 
 def test_compute_lock_is_shared_across_processes() -> None:

@@ -234,7 +234,13 @@ def test_status_reports_the_loaded_model(sam: SamRunner, sd: SdRunner) -> None:
     report = asyncio.run(sam.status())
     assert report["loaded"] and report["demo"] and report["device"] == "cpu"
     assert report["tag"].startswith("sam-tiny:") and not report["tag"].endswith(":latest")
-    assert asyncio.run(sd.status())["details"]["native_resolution"] == 256
+    details = asyncio.run(sd.status())["details"]
+    assert details["native_resolution"] == 256
+    assert details["unet"] == {
+        "backend": "eager",
+        "precision": "fp32",
+        "reason": "forced by setting",
+    }
 
 
 def test_a_runner_without_its_model_stays_up_and_answers_503(

@@ -99,18 +99,22 @@ def test_openvino_fp32_sam_encoder_gives_eager_masks_on_the_examples(
         assert min(ious) >= 0.999, (case, ious)
 
 
+def _decoder_openvino(sam: torch.nn.Module, cache: Path, choice: BackendChoice) -> tuple:
+    coords, labels = prompt_points([[0.0, 0.0]], None, None)
+    example = (torch.zeros(1, 256, 64, 64), torch.from_numpy(coords), torch.from_numpy(labels))
+    return accelerate(
+        PromptDecoder(sam).eval(), example, choice=choice, cache_root=cache, tag="sam_decoder",
+        threads=2, dynamic=([], [1], [1]),
+    )  # fmt: skip
+
+
 def test_openvino_fp32_sam_decoder_gives_eager_masks_and_scores(
     tiny_sam: torch.nn.Module, sam_cache: Path
 ) -> None:
     """The prompt encoder + mask decoder graph: a click and its padding point on the example
     photos, then a box with a negative click (three points) on random features."""
-    coords, labels = prompt_points([[0.0, 0.0]], None, None)
-    example = (torch.zeros(1, 256, 64, 64), torch.from_numpy(coords), torch.from_numpy(labels))
     eager = PromptDecoder(tiny_sam).eval()
-    decode, details = accelerate(
-        eager, example, choice=OPENVINO_FP32, cache_root=sam_cache, tag="sam_decoder", threads=2,
-        dynamic=([], [1], [1]),
-    )  # fmt: skip
+    decode, details = _decoder_openvino(tiny_sam, sam_cache, OPENVINO_FP32)
     assert details["backend"] == "openvino" and details["precision"] == "fp32"
     for case, ious in decoder_agreement(tiny_sam, decode, example_cases()).items():
         assert min(ious) >= 0.999, (case, ious)
@@ -123,6 +127,23 @@ def test_openvino_fp32_sam_decoder_gives_eager_masks_and_scores(
     assert logits.shape == (1, 3, 256, 256) and scores.shape == (1, 3)
     torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-4)
     torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not backends.host_has_bf16(), reason="the CPU has no bf16 hardware")
+def test_openvino_bf16_sam_decoder_meets_the_default_bar_after_an_fp32_compile(
+    tiny_sam: torch.nn.Module, sam_cache: Path
+) -> None:
+    """bf16 is the decoder's default on such a host only while its masks agree (mean IoU >=
+    0.98); compiled from the same artefact as fp32, it must not reuse fp32's compiled blob."""
+    _decoder_openvino(tiny_sam, sam_cache, OPENVINO_FP32)
+    decode, details = _decoder_openvino(tiny_sam, sam_cache, BackendChoice("openvino", "bf16", "t"))
+    assert details["precision"] == "bf16"
+    ious = [
+        iou
+        for case in decoder_agreement(tiny_sam, decode, example_cases()).values()
+        for iou in case
+    ]
+    assert np.mean(ious) >= 0.98, ious
 
 
 def test_openvino_artefact_is_made_once_and_reused(
