@@ -69,7 +69,7 @@ class SamRunner(ModelRunner):
     decoder_export = DecoderExport()
 
     def __init__(self) -> None:
-        self._counts_lock = threading.Lock()
+        self._lock = threading.Lock()  # counts, cancelled call ids, kept embeddings
         self.counts = {
             "encoder_runs": 0,
             "images_encoded": 0,
@@ -100,7 +100,7 @@ class SamRunner(ModelRunner):
         warm_up_sam(self.model, self._encode, self._decode, device)
 
     def _count(self, **increments: int) -> None:
-        with self._counts_lock:
+        with self._lock:
             for name, value in increments.items():
                 self.counts[name] += value
 
@@ -145,21 +145,21 @@ class SamRunner(ModelRunner):
     def _keep(self, key: str | None, embedding: np.ndarray) -> None:
         if key is None or settings.runner_embeddings_kept == 0:
             return
-        with self._counts_lock:
+        with self._lock:
             self._kept[key] = embedding
             self._kept.move_to_end(key)
             while len(self._kept) > settings.runner_embeddings_kept:
                 self._kept.popitem(last=False)
 
     def _kept_embedding(self, key: str) -> np.ndarray | None:
-        with self._counts_lock:
+        with self._lock:
             embedding = self._kept.get(key)
             if embedding is not None:
                 self._kept.move_to_end(key)
             return embedding
 
     def _was_cancelled(self, call_id: str | None) -> bool:
-        with self._counts_lock:
+        with self._lock:
             if call_id is None or call_id not in self._cancelled:
                 return False
             del self._cancelled[call_id]
@@ -169,7 +169,7 @@ class SamRunner(ModelRunner):
     async def cancel(self, call_ids: list[str]) -> None:
         """Forget the work of these calls: their callers went away. Queued jobs with these
         ids are skipped; a job already running finishes."""
-        with self._counts_lock:
+        with self._lock:
             for call_id in call_ids:
                 self._cancelled[call_id] = None
             while len(self._cancelled) > _CANCELLED_KEPT:
@@ -232,7 +232,7 @@ class SamRunner(ModelRunner):
     @bentoml.api
     async def status(self) -> dict[str, Any]:
         report = self.state.report()
-        with self._counts_lock:
+        with self._lock:
             report["details"] = {**report["details"], **self.counts}
         return report
 
