@@ -20,6 +20,18 @@ logger = logging.getLogger("inpaint.sd_unet")
 
 SDXL_ADDED = ("text_embeds", "time_ids")  # SDXL's `added_cond_kwargs`, in input order
 SDXL_TIME_IDS = 6  # original size, crop corner, target size (or aesthetic score): 6 numbers
+# SD-1.5-inpainting's UNet (its config.json), for measuring at real size with random weights.
+SD15_INPAINTING_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 9,
+    "out_channels": 4,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+}
 
 
 class UNetCore(torch.nn.Module):

@@ -99,18 +99,6 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends
 EXTRA_SECTIONS = ("routes", "http", "unet")
-# SD-1.5-inpainting's UNet (its config.json; the rest are UNet2DConditionModel's defaults).
-SD15_INPAINTING_UNET: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 9,
-    "out_channels": 4,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-}
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -461,9 +449,7 @@ def _denoise(forward: Callable[..., Any], config: dict[str, Any], steps: int) ->
     return latents
 
 
-def unet_section(
-    repeats: int, steps: int, config: dict[str, Any] = SD15_INPAINTING_UNET
-) -> dict[str, Any]:
+def unet_section(repeats: int, steps: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The SD UNet (random weights), one guided step (batch 2) at its native size: eager fp32
     vs OpenVINO fp32 vs OpenVINO bf16 (where the CPU has it), the conversion time, each
     path's error vs eager for that step and after `steps` DDIM steps; torch fp16 (the CUDA
@@ -474,9 +460,10 @@ def unet_section(
     from diffusers import UNet2DConditionModel
 
     from models.backends import BackendChoice, accelerate, host_has_bf16
-    from models.sd_unet import UNetCore, compiled_forward, example_inputs
+    from models.sd_unet import SD15_INPAINTING_UNET, UNetCore, compiled_forward, example_inputs
     from runners.runtime import process_memory_mb
 
+    config = config or SD15_INPAINTING_UNET
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**config).eval()
     rng = torch.Generator().manual_seed(1)

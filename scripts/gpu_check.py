@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.sam_agreement import example_cases, mask_agreement  # noqa: E402
 from models.sam_checkpoint import SAM_ARCHITECTURES, build_sam  # noqa: E402
+from models.sd_unet import SD15_INPAINTING_UNET  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -132,6 +133,8 @@ def _sd_models(tiny: bool, device: torch.device, dtype: torch.dtype) -> tuple[An
 
     if tiny:
         unet_config = dict(
+            in_channels=9,
+            out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=1,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -147,13 +150,7 @@ def _sd_models(tiny: bool, device: torch.device, dtype: torch.dtype) -> tuple[An
             up_block_types=("UpDecoderBlock2D",) * 2,
         )
     else:  # stable-diffusion-v1-5/stable-diffusion-inpainting's unet/ and vae/ configs
-        unet_config = dict(
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            sample_size=64,
-        )
+        unet_config = SD15_INPAINTING_UNET
         vae_config = dict(
             block_out_channels=(128, 256, 512, 512),
             layers_per_block=2,
@@ -163,7 +160,7 @@ def _sd_models(tiny: bool, device: torch.device, dtype: torch.dtype) -> tuple[An
         )
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(in_channels=9, out_channels=4, **unet_config)
+        unet = UNet2DConditionModel(**unet_config)
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **vae_config)
     unet = unet.to(dtype=dtype, memory_format=torch.channels_last).eval()
     vae = vae.to(dtype=dtype).eval()

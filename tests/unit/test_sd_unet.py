@@ -19,7 +19,7 @@ from models.backends import BackendChoice, accelerate, host_has_bf16
 from models.sd_pipeline import load_inpaint_pipeline
 from models.sd_unet import UNetCore, added_inputs, compiled_forward, example_inputs, unsupported
 from runners import fast_paths
-from tooling.tiny import build_tiny_sd_inpainting_dir
+from tooling.tiny import TINY_INPAINTING_UNET, build_tiny_sd_inpainting_dir
 
 CPU = torch.device("cpu")
 SIZE = 256  # the tiny pipeline's native size; latents 32x32
@@ -206,18 +206,7 @@ def _tiny_unet(**config: Any) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=16,
-        in_channels=9,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        **config,
-    ).eval()
+    return UNet2DConditionModel(**{**TINY_INPAINTING_UNET, "sample_size": 16, **config}).eval()
 
 
 def test_an_sdxl_unet_converts_with_its_added_conditions(tmp_path: Path) -> None:
