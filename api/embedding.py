@@ -16,8 +16,6 @@ from pydantic import Field
 
 from api.schemas import BaseResponse, SegmentMetadata
 
-SAM_INPUT_SIZE = 1024  # SAM's encoder input: long side resized to this, then padded
-
 
 class EmbeddingResponse(BaseResponse):
     success: Literal[True] = True
@@ -29,12 +27,6 @@ class EmbeddingResponse(BaseResponse):
     model: str = Field(description="store tag of the SAM model")
     key: str = Field(description="the embedding cache key of this photo and model")
     metadata: SegmentMetadata
-
-
-def sam_input_size(height: int, width: int, long_side: int = SAM_INPUT_SIZE) -> list[int]:
-    """[h, w] as segment_anything's ResizeLongestSide.get_preprocess_shape computes it."""
-    scale = long_side * 1.0 / max(height, width)
-    return [int(height * scale + 0.5), int(width * scale + 0.5)]
 
 
 def encode_embedding(embedding: np.ndarray) -> tuple[str, str, list[int]]:

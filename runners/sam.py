@@ -31,6 +31,7 @@ from models.store import resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, expired, runner_service_config
 from runners.sam_onnx import DecoderExport
+from utils.sam_frame import to_input_box, to_input_coords, to_model_input
 
 if TYPE_CHECKING:
     import torch
@@ -81,13 +82,10 @@ class SamRunner(ModelRunner):
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         from models.sam_checkpoint import SamArchitecture, load_sam
 
         architecture = SamArchitecture.from_metadata(metadata["architecture"])
         self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
-        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         from runners.fast_paths import sam_decoder, sam_encoder
 
         self._encode, encoder = sam_encoder(self.model, path, device, self.threads)
@@ -125,16 +123,8 @@ class SamRunner(ModelRunner):
         model_work_started(self.kind, "embed", len(live))
         device = self.state.device
         with torch.inference_mode():
-            batch = torch.cat(
-                [
-                    self.model.preprocess(
-                        torch.tensor(jobs[i].image, device=device)
-                        .permute(2, 0, 1)
-                        .contiguous()[None]
-                    )
-                    for i in live
-                ]
-            )
+            batch = torch.from_numpy(np.stack([to_model_input(jobs[i].image) for i in live]))
+            batch = batch.to(device)
             features = self._encode(batch)
         self._count(encoder_runs=1, images_encoded=len(live))
         for i, feature in zip(live, features, strict=True):
@@ -207,8 +197,8 @@ class SamRunner(ModelRunner):
         size = (int(original_size[0]), int(original_size[1]))
         points = None
         if prompt.point_coords:
-            points = self.transform.apply_coords(np.asarray(prompt.point_coords), size)
-        box = self.transform.apply_boxes(np.asarray(prompt.box), size) if prompt.box else None
+            points = to_input_coords(prompt.point_coords, size)
+        box = to_input_box(prompt.box, size) if prompt.box else None
         coords, labels = prompt_points(points, prompt.point_labels, box)
         device = self.state.device
         with torch.inference_mode():

@@ -131,19 +131,15 @@ async def route_latencies(url: str, photo: np.ndarray, repeats: int) -> dict[str
 
 async def http_vs_in_process(url: str, photo: np.ndarray, repeats: int) -> dict[str, Any]:
     """`remove` over HTTP vs. the same flow in this process, both on a cached embedding."""
-    from api.schemas import RemoveRequest
+    from flows.registry import run_flow
     from service import InpaintAnything
 
     service = InpaintAnything()  # runners are instantiated locally (bentoml.depends)
     image = _variant(photo, 1)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-")) / "photo.png"
-    scratch.write_bytes(image)
-    request = RemoveRequest.model_validate(CLICK)
 
     async def in_process() -> float:
         started = time.perf_counter()
-        upload = await service._read_upload(scratch, None)
-        response = await service._remove(request, upload)
+        response = await run_flow(service.flows, "remove", CLICK, image)
         response.model_dump_json()  # the serialisation BentoML does for HTTP
         return time.perf_counter() - started
 

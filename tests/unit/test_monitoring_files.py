@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from api.metrics import Metrics, metrics
 from tests.conftest import REPO_ROOT
+from utils.metrics import Metrics, metrics
 
 DEPLOY = REPO_ROOT / "deploy"
 DOCKER = REPO_ROOT / "docker"

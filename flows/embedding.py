@@ -1,0 +1,38 @@
+"""embedding: the photo's SAM image embedding, from the cache the routes share, for running
+SAM's decoder in the browser (api.embedding)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api.embedding import EmbeddingResponse, encode_embedding
+from api.schemas import PromptRequest, SegmentMetadata, utc_timestamp
+from flows.context import FlowContext
+from flows.upload import Upload
+from utils.sam_frame import working_size
+
+
+async def embedding(ctx: FlowContext, _: PromptRequest, upload: Upload) -> EmbeddingResponse:
+    height, width = upload.image.shape[:2]
+    found = await ctx.sam.embedding(upload.image)
+    data, dtype, shape = await asyncio.to_thread(encode_embedding, found.embedding)
+    tags = await ctx.facts.tags(("sam",))
+    return EmbeddingResponse(
+        request_id="",
+        timestamp=utc_timestamp(),
+        embedding=data,
+        dtype=dtype,
+        shape=shape,
+        input_size=list(working_size(height, width)),
+        original_size=[height, width],
+        model=tags["sam"],
+        key=found.key,
+        metadata=SegmentMetadata(
+            width=width,
+            height=height,
+            processing_time_ms=0.0,
+            models=tags,
+            device=await ctx.facts.device("sam"),
+            embedding_cached=found.cached,
+        ),
+    )
