@@ -16,9 +16,12 @@ runs on the event loop and never waits behind inference in BentoML's one-thread 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -79,6 +82,7 @@ class SamRunner(ModelRunner):
         }
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decoder_thread = ThreadPoolExecutor(1, thread_name_prefix="sam-decode")
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -166,7 +170,7 @@ class SamRunner(ModelRunner):
                 self._cancelled.popitem(last=False)
 
     @bentoml.api
-    def decode(
+    async def decode(
         self,
         embedding_key: str,
         original_size: list[int],
@@ -178,7 +182,25 @@ class SamRunner(ModelRunner):
         scores, for the embedding sent or else the one kept under `embedding_key`;
         {"unknown_embedding": True} when none was sent and none is kept, {"expired": True}
         when the deadline has passed. The entry upsamples the logits to masks
-        (utils.sam_frame.upsample_masks)."""
+        (utils.sam_frame.upsample_masks).
+
+        Decoding has a thread of its own: BentoML runs sync APIs on one shared thread, where
+        a click would wait for a whole encoder run of another photo."""
+        loop = asyncio.get_running_loop()
+        work = functools.partial(
+            self.decode_now, embedding_key, original_size, prompt, embedding, deadline
+        )
+        return await loop.run_in_executor(self._decoder_thread, work)
+
+    def decode_now(
+        self,
+        embedding_key: str,
+        original_size: list[int],
+        prompt: SamPrompt,
+        embedding: np.ndarray | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """`decode`, on the calling thread."""
         import torch
 
         from models.sam_prompt_decoder import prompt_points

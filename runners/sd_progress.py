@@ -25,13 +25,14 @@ BOARD_CAPACITY = 1024
 class Progress:
     step: int
     total: int
-    started: float
+    started: float  # when step `first_step` ended: the pace is measured from there
     updated: float
+    first_step: int = 0
 
     def report(self) -> dict[str, Any]:
         eta = None
-        if self.step:
-            per_step = (self.updated - self.started) / self.step
+        if self.step > self.first_step:
+            per_step = (self.updated - self.started) / (self.step - self.first_step)
             eta = round(per_step * max(self.total - self.step, 0), 3)
         return {"step": self.step, "total_steps": self.total, "eta_s": eta}
 
@@ -65,7 +66,7 @@ class ProgressBoard:
             for job_id in job_ids:
                 progress = self._progress.get(job_id)
                 if progress is None:
-                    progress = Progress(0, total, now, now)
+                    progress = Progress(step, total, now, now, first_step=step)
                 progress.step, progress.total, progress.updated = step, total, now
                 self._remember(self._progress, job_id, progress)
 
