@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 
 from api.app import create_docs_app, create_health_app, document_routes
 from api.decoder import DecoderFiles, decoder_router
-from api.embedding import EmbeddingResponse
+from api.embedding import BINARY_HEADERS, EmbeddingResponse, wants_binary
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
 from api.guard import RequestGuard
 from api.job_routes import document_job_submits, job_router
@@ -166,8 +166,10 @@ class InpaintAnything:
     @bentoml.api(route=FLOWS["embedding"].path)
     async def embedding(self, ctx: bentoml.Context, image: Path) -> EmbeddingResponse:
         """The photo's SAM image embedding, from the cache the routes share, for running
-        SAM's decoder (`/api/v1/sam-decoder.onnx`) in the browser."""
-        return await self._respond(ctx, "embedding", image, None)
+        SAM's decoder (`/api/v1/sam-decoder.onnx`) in the browser. With `Accept:
+        application/octet-stream`, the raw float32 bytes with their shape in headers."""
+        form = "binary" if wants_binary(ctx.request.headers.get("accept", "")) else "json"
+        return await self._respond(ctx, "embedding", image, {"form": form})
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -280,7 +282,7 @@ InpaintAnything.add_asgi_middleware(
     allow_origins=settings.allowed_origins,
     allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
     allow_headers=["*"],
-    expose_headers=[REQUEST_ID_HEADER],
+    expose_headers=[REQUEST_ID_HEADER, *BINARY_HEADERS],
 )
 # Metrics and logs, then API keys, then the rate limit: see api/production.py.
 add_production_middleware(InpaintAnything, settings, extra_routes=["health", "ready"])

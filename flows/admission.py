@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from config.settings import Settings
@@ -77,8 +78,9 @@ class Admission:
 
 
 def stamped(outcome: Outcome, request_id: str, started: float) -> Outcome:
-    """A response body with its request id and processing time; errors pass through."""
-    if not isinstance(outcome, InpaintError):
+    """A response body with its request id and processing time; errors and ready-made
+    responses (binary bodies) pass through."""
+    if isinstance(outcome, BaseModel):
         outcome.request_id = request_id
         outcome.metadata.processing_time_ms = round((time.perf_counter() - started) * 1000, 1)
     return outcome

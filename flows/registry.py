@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.embedding import EmbeddingRequest
 from api.schemas import (
     FillRequest,
-    PromptRequest,
     RemoveRequest,
     ReplaceRequest,
     SegmentRequest,
@@ -34,7 +34,7 @@ FlowFunction = Callable[[FlowContext, Any, Upload], Awaitable[BaseModel]]
 @dataclass(frozen=True)
 class Flow:
     name: str
-    request: type[PromptRequest]
+    request: type[BaseModel]
     run: FlowFunction
     takes_mask: bool  # a `mask` file may replace SAM's selection
     as_job: bool  # also at /api/v1/jobs/<name>
@@ -59,7 +59,7 @@ FLOWS: dict[str, Flow] = {
         Flow("remove", RemoveRequest, remove, takes_mask=True, as_job=False),
         Flow("fill", FillRequest, fill, takes_mask=True, as_job=True),
         Flow("replace", ReplaceRequest, replace, takes_mask=True, as_job=True),
-        Flow("embedding", PromptRequest, embedding, takes_mask=False, as_job=False),
+        Flow("embedding", EmbeddingRequest, embedding, takes_mask=False, as_job=False),
     )
 }
 JOB_FLOWS = [flow for flow in FLOWS.values() if flow.as_job]

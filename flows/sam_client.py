@@ -7,6 +7,8 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from utils.metrics import count_embedding_cache
 from utils.sam_frame import to_working_image, upsample_masks, working_size
 
 logger = logging.getLogger("inpaint.sam")
+_KEYS_KEPT = 64  # cache keys of recent uploads (a few dozen bytes each)
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,22 @@ class SamClient:
         self._background = background
         self._settings = settings
         self._flights: SingleFlight[str, tuple[np.ndarray, bool]] = SingleFlight()
+        self._keys: OrderedDict[int, tuple[weakref.ref[np.ndarray], str]] = OrderedDict()
 
     async def key_of(self, image: np.ndarray) -> str:
-        """The photo's cache key: keyed by the photo itself, so a repeat skips the resize."""
+        """The photo's cache key: keyed by the pixels, so a repeat skips the resize. A repeat
+        upload of the same bytes is the same (read-only) array (utils.decoded_uploads), whose
+        key is remembered rather than hashed again."""
+        remembered = self._keys.get(id(image))
+        if remembered is not None and remembered[0]() is image:
+            return remembered[1]
         tag = (await self._facts.tags(("sam",)))["sam"]
-        return await asyncio.to_thread(embedding_key, image, tag)
+        key = await asyncio.to_thread(embedding_key, image, tag)
+        if not image.flags.writeable:  # a kept upload: its pixels cannot change under the key
+            self._keys[id(image)] = (weakref.ref(image), key)
+            while len(self._keys) > _KEYS_KEPT:
+                self._keys.popitem(last=False)
+        return key
 
     async def embedding(self, image: np.ndarray, key: str | None = None) -> SamEmbedding:
         """The photo's SAM embedding: from the cache, or one encoder run per distinct photo

@@ -19,6 +19,8 @@ same number of threads (every usable core, as the runners use):
 - throughput: concurrent `/segment` clients on new photos with adaptive batching on and off;
 - before: the same lone `/remove` and throughput on the settings before issue 9 (1 torch
   thread per runner, eager fp32, no compute lock, no warm-up);
+- clicks (not run unless named; scripts/bench_clicks.py): cached `/segment` vs bare predict,
+  `/embedding` as bytes vs JSON, a cached click while another photo encodes vs idle;
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
@@ -98,7 +100,7 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends
-EXTRA_SECTIONS = ("routes", "http", "unet")
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -678,7 +680,7 @@ def main() -> int:
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
-    if sections & {"server", "throughput", "routes", "http"}:
+    if sections & {"server", "throughput", "routes", "http", "clicks"}:
         with serving(home, work / "serve.log", settings, **serve) as server:
             if "routes" in sections:
                 record(
@@ -695,6 +697,15 @@ def main() -> int:
                     "server",
                     lambda: asyncio.run(
                         server_section(server.url, photo, tags["sam"], args.repeats)
+                    ),
+                )
+            if "clicks" in sections:
+                from scripts.bench_clicks import clicks_section
+
+                record(
+                    "clicks",
+                    lambda: asyncio.run(
+                        clicks_section(server.url, photo, tags["sam"], args.repeats)
                     ),
                 )
             if "throughput" in sections:

@@ -120,6 +120,33 @@ def test_embedding_is_the_cached_sam_embedding(client: httpx.Client) -> None:
     assert segmented.json()["metadata"]["embedding_cached"] is True  # no encoder run
 
 
+def test_embedding_as_raw_bytes_is_the_json_array(client: httpx.Client) -> None:
+    rgb = load_rgb(example_path(PORTRAIT))
+    image = png_bytes(np.ascontiguousarray(rgb[::-1]))  # a photo no other test sends
+    files = {"image": ("p.png", image, "image/png")}
+    binary = client.post(
+        "/api/v1/embedding", files=files, headers={"Accept": "application/octet-stream"}
+    )
+    assert binary.status_code == 200, binary.text
+    assert binary.headers["content-type"] == "application/octet-stream"
+    assert binary.headers["x-embedding-shape"] == "1,256,64,64"
+    assert binary.headers["x-embedding-dtype"] == "float32"
+    assert binary.headers["x-embedding-cached"] == "false"
+    assert int(binary.headers["x-embedding-bytes"]) == len(binary.content) == 4 * 256 * 64 * 64
+    assert binary.headers["x-original-size"] == "640,503"
+    assert binary.headers["x-input-size"] == "1024,805"
+    as_json = _embedding(client, image)  # the same photo, now cached: the same array
+    assert binary.headers["x-embedding-key"] == as_json["key"]
+    assert binary.headers["x-model"] == as_json["model"]
+    assert binary.content == base64.b64decode(as_json["embedding"])
+    refused = client.post(
+        "/api/v1/embedding",
+        files={"image": ("p.png", b"not an image", "image/png")},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert_error(refused, 400, "invalid_image")
+
+
 def test_embedding_of_a_portrait_photo_reports_its_sizes(client: httpx.Client) -> None:
     embedded = _embedding(client, example_path(PORTRAIT).read_bytes())
     assert embedded["original_size"] == [640, 503]
