@@ -39,6 +39,8 @@ def log(message: str) -> None:
 def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     log("$ " + " ".join(cmd))
     kwargs.setdefault("check", True)
+    if not kwargs.get("capture_output"):
+        kwargs.setdefault("stdout", sys.stderr)  # stdout is the JSON summary's alone
     return subprocess.run(cmd, text=True, **kwargs)
 
 
