@@ -29,6 +29,7 @@ CA_ENV=(--change "ENV SSL_CERT_FILE=$CA" --change "ENV PIP_CERT=$CA"
   --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   --change "ENV LANG=C.UTF-8")
 
+EXTRA_HOOKS=()
 have() { [ "$force" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
 
 # build NAME "PACKAGES" SETUP-COMMAND TAG... -- DOCKER-IMPORT-CHANGES...
@@ -47,7 +48,7 @@ build() {
   fi
   echo "bases: $name <- bookworm minbase + $packages"
   local tar="$work/$name.tar"
-  mmdebstrap --variant=minbase --include="$packages" \
+  mmdebstrap --variant=minbase --include="$packages" "${EXTRA_HOOKS[@]}" \
     --customize-hook="mkdir -p \"\$1/$(dirname "$CA")\" && cp '$HOST_CA' \"\$1$CA\"" \
     --customize-hook="chroot \"\$1\" sh -c '$setup'" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
@@ -66,8 +67,21 @@ build python "python3,python3-venv,python3-pip,python-is-python3,ca-certificates
 # node:20-bookworm-slim (Debian ships Node 18; web/build.sh needs >= 18).
 build node "nodejs,npm,ca-certificates" "true" node:20-bookworm-slim -- --change 'CMD ["node"]'
 
-build redis "redis-server,redis-tools" "true" redis:7-alpine -- \
-  --change 'CMD ["redis-server", "--protected-mode", "no"]' --change 'EXPOSE 6379'
+# As upstream's entry point: a bare `redis-server ARGS` (compose's command) runs with
+# protected mode off, else Redis refuses every client from another container.
+cat >"$work/redis-entrypoint" <<'EOF'
+#!/bin/sh
+if [ "$1" = redis-server ] && ! printf '%s\n' "$@" | grep -q -- '--protected-mode'; then
+  set -- "$@" --protected-mode no
+fi
+exec "$@"
+EOF
+chmod 755 "$work/redis-entrypoint"
+EXTRA_HOOKS=(--customize-hook="upload $work/redis-entrypoint /usr/local/bin/docker-entrypoint.sh")
+build redis "redis-server,redis-tools" "chmod 755 /usr/local/bin/docker-entrypoint.sh" redis:7-alpine -- \
+  --change 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+  --change 'CMD ["redis-server"]' --change 'EXPOSE 6379'
+EXTRA_HOOKS=()
 
 # conf.d/*.conf is included by Debian's nginx.conf as by the upstream image; the default site
 # goes, and the logs go to the container's output.
