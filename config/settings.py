@@ -140,12 +140,19 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
-    allowed_origins: Annotated[list[str], NoDecode] = ["*"]
+    # Unset: every origin in development, none in production (a browser on another site
+    # cannot call the API with the user's cookies or keys until the operator names it).
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda data: [] if data.get("environment") == "production" else ["*"]
+    )
 
     # --- production: API keys, rate limits, logs (api/auth.py, api/rate_limit.py) ----------
     # Empty: the API is open. Otherwise every /api/v1 route but health and ready needs one of
     # these keys in X-API-Key or `Authorization: Bearer`.
     api_keys: Annotated[list[str], NoDecode] = []
+    # ENVIRONMENT=production without API_KEYS refuses to start (api.production) unless this
+    # says the open API is on purpose (e.g. behind an authenticating proxy).
+    allow_anonymous: bool = False
     metrics_require_key: bool = False  # /metrics needs a key too
     docs_require_key: bool = False  # /docs, /redoc and /openapi.json need a key too
     # Token bucket per key (per client address without keys), over Redis when REDIS_URL is

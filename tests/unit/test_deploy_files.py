@@ -236,8 +236,10 @@ def compose() -> dict[str, Any]:
     return _yaml(DOCKER / "docker-compose.yml")
 
 
-def test_compose_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
-    (device,) = compose["services"]["server"]["deploy"]["resources"]["reservations"]["devices"]
+def test_compose_reserves_an_nvidia_gpu_only_in_the_gpu_file(compose: dict[str, Any]) -> None:
+    assert "deploy" not in compose["services"]["server"]  # the main file runs on a CPU host
+    gpu = _yaml(DOCKER / "docker-compose.gpu.yml")["services"]["server"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device["count"] == 1
     # One GPU: every runner on it. BentoML would give each `gpu: 1` runner its own index.
@@ -260,16 +262,31 @@ def test_compose_server_builds_the_dockerfile_and_uses_redis(compose: dict[str, 
 def test_compose_health_ports_and_volumes_match_the_image(compose: dict[str, Any]) -> None:
     server = compose["services"]["server"]
     assert any("/api/v1/health" in part for part in server["healthcheck"]["test"])
-    assert [port.split(":")[-1] for port in server["ports"]] == _instructions("EXPOSE")
+    # Not published (nginx is the way in), so that the server can run as several replicas.
+    assert "ports" not in server and server["expose"] == _instructions("EXPOSE")
     mounted = {volume.split(":")[1] for volume in server["volumes"]}
     env = _docker_env()
-    assert mounted == {env["BENTOML_HOME"], env["MODELS_DIR"]}
+    # Only the store's models are shared between replicas, not all of BENTOML_HOME.
+    assert mounted == {f"{env['BENTOML_HOME']}/models", env["MODELS_DIR"]}
     assert {volume.split(":")[0] for volume in server["volumes"]} <= set(compose["volumes"])
 
 
-def test_compose_nginx_is_optional_and_uses_the_shipped_config(compose: dict[str, Any]) -> None:
+def test_compose_keys_come_from_the_env_file_only(compose: dict[str, Any]) -> None:
+    server = compose["services"]["server"]
+    assert server["env_file"] == ["${INPAINT_ENV_FILE:-inpaint.env}"]
+    assert server["environment"]["ENVIRONMENT"] == "production"
+    # An `environment:` entry would override the env file's value with the committed one.
+    assert not {"API_KEYS", "WEBHOOK_SECRET", "ALLOWED_ORIGINS"} & set(server["environment"])
+    example = (DOCKER / "inpaint.env.example").read_text()
+    names = {line.split("=")[0] for line in example.splitlines() if "=" in line[:40]}
+    assert {"API_KEYS", "WEBHOOK_SECRET", "ALLOWED_ORIGINS"} <= names
+    ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert "docker/inpaint.env" in ignored
+
+
+def test_compose_nginx_is_the_entry_and_uses_the_shipped_config(compose: dict[str, Any]) -> None:
     nginx = compose["services"]["nginx"]
-    assert nginx["profiles"] == ["nginx"]
+    assert "profiles" not in nginx and nginx["ports"] == ["${HOST_PORT:-8000}:80"]
     (config,) = nginx["volumes"]
     source, target, _ = config.split(":")
     assert (DOCKER / source).resolve() == DOCKER / "nginx.conf"
@@ -329,6 +346,8 @@ def test_bentocloud_config_puts_models_on_gpus_and_redis_in_a_secret(
     assert instance_types.pop("inpaint_anything").startswith("cpu.")
     assert all(kind.startswith("gpu.") for kind in instance_types.values())
     envs = {env["name"]: env["value"] for env in cloud["envs"]}
-    assert envs == {"ENVIRONMENT": "production"}  # REDIS_URL comes from a secret
-    assert cloud["secrets"]
+    # REDIS_URL and WEBHOOK_SECRET come from secrets. Anonymous only as far as the server's
+    # own keys go: BentoCloud's token guards every route.
+    assert envs == {"ENVIRONMENT": "production", "ALLOW_ANONYMOUS": "true"}
+    assert cloud["secrets"] == ["inpaint-redis", "inpaint-secrets"]
     assert cloud["access_authorization"] is True

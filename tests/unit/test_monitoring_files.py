@@ -36,13 +36,15 @@ def _exported_names() -> set[str]:
     return names
 
 
-def test_prometheus_scrapes_the_compose_server() -> None:
+def test_prometheus_scrapes_every_compose_server_replica() -> None:
     (job,) = _yaml(DEPLOY / "prometheus.yml")["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    ((host, port),) = [t.split(":") for c in job["static_configs"] for t in c["targets"]]
+    # DNS discovery: one target per replica that the service name resolves to.
+    (lookup,) = job["dns_sd_configs"]
+    ((host,),) = [lookup["names"]]
     compose = _yaml(DOCKER / "docker-compose.yml")
-    assert host in compose["services"]
-    assert [p.split(":")[-1] for p in compose["services"][host]["ports"]] == [port]
+    assert host in compose["services"] and lookup["type"] == "A"
+    assert compose["services"][host]["expose"] == [str(lookup["port"])]
 
 
 def test_compose_monitoring_mounts_the_shipped_files() -> None:
