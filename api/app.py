@@ -21,6 +21,7 @@ from starlette.routing import Route
 from api.pages import DOCS_CSP, VENDOR_URL, page_routes
 from api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 from config.settings import get_settings
+from flows.capacity import server_capacity
 
 VERSION = "0.1.0"
 STARTED_AT = time.monotonic()
@@ -49,6 +50,7 @@ def create_health_app(service: Callable[[], ReadinessSource]) -> FastAPI:
     async def ready() -> JSONResponse:
         """Readiness: 200 only when every runner has its model loaded, else 503."""
         report = await service().readiness()
+        report.capacity = server_capacity(get_settings())
         return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
 
     return app
