@@ -19,7 +19,7 @@ import httpx
 
 from batch.plan import Item
 from batch.report import Counts, Record, Reporter
-from batch.server import BatchClient, Refused
+from batch.server import BatchClient, Refused, to_completion
 
 PARTIAL = ".partial"
 
@@ -150,12 +150,12 @@ async def _attempt(item: Item, client: BatchClient, slot: asyncio.Semaphore) -> 
         return _failure(item, started, "connection_error", repr(exc))
     del image, mask
     # Once the answer is here it is kept: an interrupt waits for the (short) write.
-    saving = asyncio.ensure_future(asyncio.to_thread(_save, item, body))
     try:
-        await asyncio.shield(saving)
+        await to_completion(asyncio.to_thread(_save, item, body))
     except asyncio.CancelledError:
-        await saving
-        raise Interrupted(_done(item, started)) from None
+        if item.output.exists():  # saved before the cancellation took effect
+            raise Interrupted(_done(item, started)) from None
+        raise
     except (OSError, KeyError, ValueError) as exc:
         return _failure(item, started, "write_error", repr(exc))
     return _done(item, started)

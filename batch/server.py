@@ -100,6 +100,21 @@ class _WaitRetryAfter:
         return self._fallback(state)
 
 
+async def to_completion(work: Awaitable[Any]) -> Any:
+    """Await `work` to its end even if the caller is cancelled meanwhile; then the caller's
+    cancellation goes on (CancelledError), the work's result being given up."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class BatchClient:
     """One server, many photos: `process()` returns the route's response body."""
 
@@ -222,7 +237,7 @@ class BatchClient:
         try:
             await self._follow(accepted["status_url"])
         except asyncio.CancelledError:
-            await asyncio.shield(self._cancel(accepted["status_url"]))
+            await to_completion(self._cancel(accepted["status_url"]))
             raise
         result = await self._http.get(accepted["result_url"])
         if result.status_code != 200:
