@@ -126,6 +126,7 @@ class BatchClient:
         retries: int = 10,
         max_wait_s: float = 60.0,
         poll_s: float = 0.25,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.AsyncClient(
@@ -133,6 +134,7 @@ class BatchClient:
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            transport=transport,
         )
         self._retries = retries
         self._max_wait_s = max_wait_s
