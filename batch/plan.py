@@ -50,15 +50,16 @@ class Item:
     problem: Problem | None = None  # known before any request: recorded as failed
 
 
-def find_photos(input_dir: Path, exclude: Path | None = None) -> list[Path]:
+def find_photos(input_dir: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     """JPEG, PNG and WebP files under `input_dir` (recursive, hidden ones left out), sorted;
-    nothing under `exclude` (an output folder inside the input)."""
+    nothing under the `exclude` folders (outputs or masks kept inside the input)."""
+    excluded = [folder.resolve() for folder in exclude]
     found = []
     for path in sorted(input_dir.rglob("*")):
         relative = path.relative_to(input_dir)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if exclude is not None and path.resolve().is_relative_to(exclude):
+        if any(path.resolve().is_relative_to(folder) for folder in excluded):
             continue
         if path.suffix.lower() in PHOTO_SUFFIXES and path.is_file():
             found.append(path)
@@ -147,7 +148,10 @@ def plan(
     if manifest is not None:
         rows = read_manifest(manifest)
     else:
-        photos = find_photos(input_dir, exclude=output_dir.resolve())
+        if input_dir.resolve().is_relative_to(output_dir.resolve()):
+            raise PlanError("OUTPUT_DIR must not be INPUT_DIR or a folder above it")
+        excluded = [output_dir, *([masks_dir] if masks_dir is not None else [])]
+        photos = find_photos(input_dir, exclude=excluded)
         rows = [{"file": p.relative_to(input_dir).as_posix()} for p in photos]
     masks = _mask_index(masks_dir) if masks_dir is not None else None
     items = [

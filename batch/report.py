@@ -76,10 +76,17 @@ class Reporter:
             self._file.flush()
         if record.status != "skipped":
             self._worked += 1
-        if self._bar is not None:
+        if self._bar is not None and record.status == "skipped":
+            # Not work: out of the bar, so that its rate and ETA count real photos only.
+            self._bar.total -= 1
+            self._bar.set_postfix(failed=self.counts.failed, skipped=self.counts.skipped)
+        elif self._bar is not None:
             self._bar.update(1)
             if record.status == "failed":
-                self._bar.write(f"failed {record.file}: {record.error_code}: {record.message}")
+                self._bar.write(
+                    f"failed {record.file}: {record.error_code}: {record.message}",
+                    file=self._stream,
+                )
             self._bar.set_postfix(failed=self.counts.failed, skipped=self.counts.skipped)
         elif record.status != "skipped":
             self._stream.write(self._line(record) + "\n")
@@ -98,7 +105,7 @@ class Reporter:
 
     def note(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.write(text)
+            self._bar.write(text, file=self._stream)
         else:
             self._stream.write(text + "\n")
             self._stream.flush()

@@ -98,7 +98,8 @@ async def run_batch(
     slots = {kind: asyncio.Semaphore(size) for kind, size in sizes.items()}
     if todo:
         described = ", ".join(f"{size} {kind}" for kind, size in sorted(sizes.items()))
-        reporter.note(f"{len(todo)} photos to do, {described} in flight (server capacity)")
+        source = "--concurrency" if concurrency else "server capacity"
+        reporter.note(f"{len(todo)} photos to do, {described} in flight ({source})")
     queue: asyncio.Queue[Item] = asyncio.Queue()
     for item in todo:
         queue.put_nowait(item)

@@ -3,6 +3,7 @@ tests/e2e/test_batch.py run it against a real one)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from batch.plan import PlanError, plan, read_manifest
+from batch.report import Record, Reporter
 from batch.run import remove_partials, write_atomic
 from batch.server import BatchClient, Busy, Refused, ServerInfo, refusal
 from config.settings import Settings
@@ -185,3 +187,51 @@ def test_capacity_follows_the_settings() -> None:
     }  # 2 per running job, at most the table
     assert capacity.rate_limit is not None and capacity.rate_limit.capacity == 10
     assert server_capacity(Settings()).rate_limit is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
+    tmp_path: Path, terminal: bool
+) -> None:
+    stream = _Terminal() if terminal else io.StringIO()
+    reporter = Reporter(tmp_path / "report.jsonl", 3, stream=stream)
+    reporter.record(Record("a.jpg", "skipped", "remove"))
+    reporter.record(Record("b.jpg", "done", "remove", seconds=1.5))
+    reporter.record(Record("c.jpg", "failed", "remove", "invalid_image", "400: bad", 0.1))
+    reporter.close()
+    shown = stream.getvalue()
+    if terminal:
+        assert "\r" in shown and "2/2" in shown  # tqdm's bar: the skipped photo is not work
+        assert "failed c.jpg: invalid_image: 400: bad" in shown
+    else:
+        assert "\r" not in shown
+        assert "[2/3] done b.jpg (1.5 s) |" in shown and "photos/min" in shown
+        assert "[3/3] failed c.jpg (0.1 s) invalid_image: 400: bad" in shown
+    lines = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    assert [line["status"] for line in lines] == ["skipped", "done", "failed"]
+    assert reporter.counts.summary(2.0) == "batch: 1 succeeded, 1 failed, 1 skipped in 2.0 s"
+
+
+def test_the_output_folder_may_not_hold_the_input(tmp_path: Path) -> None:
+    _touch(tmp_path / "in" / "a.jpg")
+    with pytest.raises(PlanError, match="must not be INPUT_DIR"):
+        plan(tmp_path / "in", tmp_path / "in", "remove", {})
+    with pytest.raises(PlanError, match="must not be INPUT_DIR"):
+        plan(tmp_path / "in", tmp_path, "remove", {})
+    _touch(tmp_path / "in" / "masks" / "a.png")
+    (item,) = plan(
+        tmp_path / "in", tmp_path / "out", "remove", {}, masks_dir=tmp_path / "in" / "masks"
+    )
+    assert item.file == "a.jpg" and item.mask == tmp_path / "in" / "masks" / "a.png"
+
+
+def test_several_clicks_are_one_request() -> None:
+    from scripts.batch import _defaults, parser
+
+    args = parser().parse_args(["in", "out", "--point", "1,2", "--point", "3.5,4"])
+    assert _defaults(args)["point_coords"] == [[1.0, 2.0], [3.5, 4.0]]
