@@ -113,9 +113,7 @@ async def run_batch(
     workers = [asyncio.create_task(worker()) for _ in range(2 * sum(sizes.values()))]
     try:
         await asyncio.gather(*workers)
-    except asyncio.CancelledError:
-        for task in workers:
-            task.cancel()
+    except asyncio.CancelledError:  # gather has cancelled the workers; let them finish
         await asyncio.gather(*workers, return_exceptions=True)
         reporter.counts.interrupted = True
     counts = reporter.counts
@@ -149,6 +147,8 @@ async def _attempt(item: Item, client: BatchClient, slot: asyncio.Semaphore) -> 
         return _failure(item, started, "timeout", f"no answer in time: {exc!r}")
     except httpx.HTTPError as exc:
         return _failure(item, started, "connection_error", repr(exc))
+    except (ValueError, KeyError, TypeError) as exc:  # a 2xx that is not our JSON (a proxy's)
+        return _failure(item, started, "bad_response", repr(exc))
     del image, mask
     # Once the answer is here it is kept: an interrupt waits for the (short) write.
     try:
