@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,3 +194,13 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class ClientSettings(BaseSettings):
+    """What a client of a running server reads (scripts/batch.py): INPAINT_URL and
+    INPAINT_API_KEY, from the environment only (the server's .env is not the client's)."""
+
+    model_config = SettingsConfigDict(env_prefix="INPAINT_", extra="ignore", env_ignore_empty=True)
+
+    url: str = "http://localhost:8000"
+    api_key: SecretStr | None = None

@@ -9,6 +9,7 @@ import aiohttp
 
 from api.schemas import ModelReadiness, ReadyResponse
 from config.settings import Settings
+from flows.capacity import server_capacity
 from flows.context import Runners
 from runners.client import call_runner
 from runners.runtime import process_memory_mb
@@ -42,6 +43,7 @@ class Readiness:
             demo_models=bool(demo),
             models=reports,
             process_memory_mb=process_memory_mb(),
+            capacity=server_capacity(self._settings),
         )
 
     async def _ask(self, kind: str) -> ModelReadiness:

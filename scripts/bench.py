@@ -23,6 +23,8 @@ same number of threads (every usable core, as the runners use):
   `/embedding` as bytes vs JSON, a cached click while another photo encodes vs idle;
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
+- batch (not run unless named): photos per minute for 20 photos, one click each: the batch
+  command, a one-at-a-time loop, Inpaint-Anything's per-photo logic (scripts/bench_batch.py);
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -99,8 +101,9 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
     "WARM_UP": "false",
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
-# every route's latency; HTTP vs in-process remove; the SD UNet's backends
-EXTRA_SECTIONS = ("routes", "http", "unet", "clicks")
+# every route's latency; HTTP vs in-process remove; the SD UNet's backends; what a click costs;
+# scripts/batch.py
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -680,7 +683,7 @@ def main() -> int:
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
-    if sections & {"server", "throughput", "routes", "http", "clicks"}:
+    if sections & {"server", "throughput", "routes", "http", "clicks", "batch"}:
         with serving(home, work / "serve.log", settings, **serve) as server:
             if "routes" in sections:
                 record(
@@ -708,6 +711,11 @@ def main() -> int:
                         clicks_section(server.url, photo, tags["sam"], args.repeats)
                     ),
                 )
+            if "batch" in sections:  # photos per minute over a folder (scripts/bench_batch.py)
+                from scripts.bench_batch import batch_section
+
+                per_photo = partial(reference_remove, tags["sam"], tags["lama"], photo, 2)
+                record("batch", lambda: batch_section(server.url, photo, _variant, per_photo))
             if "throughput" in sections:
                 record(
                     "throughput_no_batching",
