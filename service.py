@@ -44,8 +44,6 @@ from api.decoder import DecoderFiles, decoder_router
 from api.embedding import EmbeddingResponse, encode_embedding, sam_input_size
 from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
 from api.guard import FILE_FIELDS, RequestGuard
-from api.job_routes import document_job_submits, job_router
-from api.jobs import JobAccepted, JobStore, current_job_id
 from api.metrics import count_embedding_cache
 from api.observe import stage
 from api.plain_errors import PlainErrorsToJson
@@ -69,6 +67,9 @@ from api.schemas import (
 from config.settings import get_settings
 from flows.limits import check_aspect_ratio, check_fill_canvas
 from flows.plan import Painted, Painter, Window, paint_region, region_to_paint
+from jobs.http import document_job_submits, job_router
+from jobs.model import JobAccepted, current_job_id
+from jobs.setup import make_jobs
 from runners.client import call_runner
 from runners.embedding_cache import SingleFlight, embedding_key, make_embedding_cache
 from runners.lama import LamaJob, LamaRunner
@@ -102,8 +103,12 @@ settings = get_settings()
 
 API_PREFIX = "/api/v1"
 ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("segment", "remove", "fill", "replace")}
-# The editor's and the jobs' multipart routes (api.embedding, api.jobs).
-EXTRA_ROUTES = {name: f"{API_PREFIX}/{name}" for name in ("embedding", "jobs/fill", "jobs/replace")}
+# The editor's and the jobs' multipart routes (api.embedding, jobs/).
+EXTRA_ROUTES = {
+    name: f"{API_PREFIX}/{name}"
+    for name in ("embedding", "jobs/fill", "jobs/replace", "jobs/remove")
+}
+JOB_SUBMITS = [EXTRA_ROUTES[f"jobs/{route}"] for route in ("fill", "replace", "remove")]
 RequestModel = TypeVar("RequestModel", bound=PromptRequest)
 Result = TypeVar("Result", bound=BaseModel)
 T = TypeVar("T")
@@ -179,7 +184,7 @@ def _check_prompt_inside(prompt: PromptRequest, height: int, width: int) -> None
 
 health_app = create_health_app(bentoml.get_current_service)
 health_app.include_router(decoder_router(bentoml.get_current_service))
-health_app.include_router(job_router(bentoml.get_current_service))
+health_app.include_router(job_router(lambda: bentoml.get_current_service().job_api))
 
 
 @bentoml.asgi_app(
@@ -189,7 +194,7 @@ health_app.include_router(job_router(bentoml.get_current_service))
                 InpaintAnything.openapi_spec.asdict(),
                 [*ROUTES.values(), *EXTRA_ROUTES.values()],
             ),
-            [EXTRA_ROUTES["jobs/fill"], EXTRA_ROUTES["jobs/replace"]],
+            JOB_SUBMITS,
         )
     ),
     path="/",
@@ -212,10 +217,8 @@ class InpaintAnything:
         self._decoded = DecodedUploads(settings.decoded_uploads_mb * 1024 * 1024)
         self._reports: dict[str, dict[str, Any]] = {}
         self.decoders = DecoderFiles(self._export_decoder)
-        self.jobs = JobStore(
-            settings.job_max_count,
-            settings.job_ttl_s,
-            settings.job_max_running,
+        self.job_api = make_jobs(
+            settings,
             progress=self._job_progress,
             cancel=lambda job_id: call_runner(self.sd_monitor.to_async.cancel, job_id=job_id),
         )
@@ -270,7 +273,7 @@ class InpaintAnything:
             ctx, "replace", self._replace, ReplaceRequest, image, request, mask
         )
 
-    # --- the editor and the jobs (api.embedding, api.decoder, api.jobs) ----------------------
+    # --- the editor and the jobs (api.embedding, api.decoder, jobs/) ----------------------
 
     @bentoml.api(route=EXTRA_ROUTES["embedding"])
     async def embedding(self, ctx: bentoml.Context, image: Path) -> EmbeddingResponse:
@@ -289,7 +292,7 @@ class InpaintAnything:
         mask: list[Path] = (),
     ) -> JobAccepted:
         """`/fill` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
-        return await self._submit(ctx, "fill", self._fill, FillRequest, image, request, mask)
+        return await self._submit(ctx, "fill", FillRequest, image, request, mask)
 
     @bentoml.api(route=EXTRA_ROUTES["jobs/replace"])
     async def submit_replace(
@@ -300,50 +303,82 @@ class InpaintAnything:
         mask: list[Path] = (),
     ) -> JobAccepted:
         """`/replace` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
-        return await self._submit(
-            ctx, "replace", self._replace, ReplaceRequest, image, request, mask
-        )
+        return await self._submit(ctx, "replace", ReplaceRequest, image, request, mask)
+
+    @bentoml.api(route=EXTRA_ROUTES["jobs/remove"])
+    async def submit_remove(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: RemoveRequestPart = None,
+        mask: list[Path] = (),
+    ) -> JobAccepted:
+        """`/remove` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
+        return await self._submit(ctx, "remove", RemoveRequest, image, request, mask)
 
     async def _submit(
         self,
         ctx: bentoml.Context,
         route: str,
-        flow: Callable[[Any, Upload], Awaitable[BaseModel]],
-        model: type[GenerateRequest],
+        model: type[InpaintRequest],
         image: Path,
         raw_request: Any,
         masks: Sequence[Path],
-    ) -> JobAccepted | JSONResponse:
-        """Check the input as the synchronous route does (before answering), then run the
-        route's flow as a job."""
+    ) -> JSONResponse:
+        """Check the input as the synchronous route does (before answering), then queue the
+        job: the route, the `request` JSON and the encoded upload (jobs/)."""
         request_id = request_id_from(dict(ctx.request.headers))
-        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+        jobs = self.job_api
 
-        async def accept() -> JobAccepted:
-            request, upload = await self._prepare(model, image, raw_request, masks)
+        async def accept() -> Any:
+            raw, webhook = await jobs.split_request(raw_request)
+            request, upload = await self._prepare(model, image, raw, masks)
             await _check_selection(request, upload)
-
-            async def work() -> BaseModel | InpaintError:
-                begun = time.perf_counter()
-                outcome = await self._attempt(route, request_id, lambda: flow(request, upload))
-                return _stamped(outcome, request_id, begun)
-
-            steps = request.num_inference_steps or settings.default_inference_steps
-            job = self.jobs.submit(route, request_id, steps, work)
-            return JobAccepted(
-                request_id=request_id,
-                timestamp=utc_timestamp(),
-                job_id=job.id,
-                state=job.state,
-                status_url=f"{API_PREFIX}/jobs/{job.id}",
-                result_url=f"{API_PREFIX}/jobs/{job.id}/result",
+            files = {
+                "image": image.read_bytes(),
+                **({"mask": masks[0].read_bytes()} if masks else {}),
+            }
+            steps = getattr(request, "num_inference_steps", 1) or settings.default_inference_steps
+            return await jobs.submit(
+                ctx.request, route, request_id, raw or {}, webhook, files, steps
             )
 
         # Decoding a submission takes an admission slot, as a synchronous request does.
         outcome = await self._attempt(f"jobs/{route}", request_id, accept, admit=True)
-        if not isinstance(outcome, InpaintError):
-            ctx.response.status_code = 202
-        return self._reply(ctx, request_id, outcome)
+        response = await jobs.respond(ctx.request, request_id, outcome)
+        ctx.response.status_code = response.status_code  # BentoML answers with ctx's status
+        return response
+
+    async def _execute_job(
+        self, route: str, raw_request: dict[str, Any], files: dict[str, bytes], job_id: str
+    ) -> dict[str, Any]:
+        """Run one job (jobs.model.Execute): the route's flow on the stored upload."""
+        flow, model = {
+            "fill": (self._fill, FillRequest),
+            "replace": (self._replace, ReplaceRequest),
+            "remove": (self._remove, RemoveRequest),
+        }[route]
+        _DEADLINE.set(time.time() + settings.processing_timeout_s)
+        _REQUEST.set(job_id)
+        begun = time.perf_counter()
+
+        async def work() -> BaseModel:
+            mask = [_Bytes(files["mask"])] if "mask" in files else []
+            request, upload = await self._prepare(model, _Bytes(files["image"]), raw_request, mask)
+            return await flow(request, upload)
+
+        outcome = _stamped(await self._attempt(route, job_id, work), job_id, begun)
+        if isinstance(outcome, InpaintError):
+            raise outcome
+        return outcome.model_dump(mode="json")
+
+    @bentoml.on_startup
+    async def _start_jobs(self) -> None:
+        await self.job_api.store.start(self._execute_job)
+
+    @bentoml.on_shutdown
+    async def _stop_jobs(self) -> None:
+        await self.job_api.store.close()
 
     async def _job_progress(self, job_id: str) -> dict[str, Any] | None:
         report = await call_runner(self.sd_monitor.to_async.progress, job_ids=[job_id])
@@ -855,7 +890,7 @@ def _sd_job(request: GenerateRequest, image: np.ndarray, mask: np.ndarray, seed:
             else request.guidance_scale
         ),
         seed=seed,
-        # A job's own id (api.jobs), else one for this call: `cancel` names it.
+        # A job's own id (jobs/), else one for this call: `cancel` names it.
         job_id=current_job_id.get() or uuid.uuid4().hex,
         deadline=_deadline(),
     )
@@ -884,6 +919,15 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 
 class _Skipped(Exception):
     """A runner skipped the work: its deadline had passed when it left the queue."""
+
+
+class _Bytes(NamedTuple):
+    """A stored upload where the flows read a file (`read_bytes`)."""
+
+    data: bytes
+
+    def read_bytes(self) -> bytes:
+        return self.data
 
 
 class SamEmbedding(NamedTuple):
@@ -948,8 +992,7 @@ InpaintAnything.add_asgi_middleware(
             for name, path in ROUTES.items()
         },
         EXTRA_ROUTES["embedding"]: FILE_FIELDS[:1],
-        EXTRA_ROUTES["jobs/fill"]: FILE_FIELDS,
-        EXTRA_ROUTES["jobs/replace"]: FILE_FIELDS,
+        **{path: FILE_FIELDS for path in JOB_SUBMITS},
     },
     max_file_size=settings.max_file_size,
 )

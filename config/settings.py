@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_cache_ttl_s: int = Field(default=3600, ge=1)
 
-    # --- jobs: fill and replace with progress (api.jobs) ------------------------------------
+    # --- jobs: fill, replace and remove with progress (jobs/) -------------------------------
     job_max_count: int = Field(default=64, ge=1)  # jobs kept, finished ones included
     job_ttl_s: int = Field(default=3600, ge=1)  # a finished job is forgotten after this
     job_max_running: int = Field(default=1, ge=1)  # per replica; the others wait, `queued`

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from streaq import Worker
 
+from jobs.keys import PREFIX, cancel_key, progress_key
 from jobs.limits import JobLimits
 from jobs.model import (
     FINISHED,
@@ -46,7 +47,6 @@ from utils.breaker import Breaker, BreakerOpen
 from utils.exceptions import InpaintError
 
 logger = logging.getLogger("inpaint.jobs")
-PREFIX = "inpaint:jobs:"
 QUEUE = "inpaint-jobs"
 TASK = "inpaint_job"
 STARTUP_WAIT_S = 10.0
@@ -71,16 +71,6 @@ def files_key(job_id: str) -> str:
 
 def result_key(job_id: str) -> str:
     return f"{PREFIX}result:{job_id}"
-
-
-def progress_key(job_id: str) -> str:
-    """Written by the SD runner that paints the job (runners.sd_progress)."""
-    return f"{PREFIX}progress:{job_id}"
-
-
-def cancel_key(job_id: str) -> str:
-    """Read by every SD runner: a job cancelled here stops wherever it paints."""
-    return f"{PREFIX}cancel:{job_id}"
 
 
 def owner_key(owner: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 logger = logging.getLogger("inpaint.breaker")
@@ -45,6 +45,18 @@ class Breaker:
         try:
             async with asyncio.timeout(budget_s or self.budget_s):
                 result = await work
+        except Exception as exc:
+            self._failure(exc)
+            raise BreakerOpen(f"{self.name} unavailable: {exc!r}") from exc
+        self._failed = 0
+        return result
+
+    def call_sync(self, work: Callable[[], T]) -> T:
+        """`work()` unless open; its own timeout (e.g. a socket timeout) is the budget."""
+        if self.is_open:
+            raise BreakerOpen(f"{self.name} unavailable (breaker open)")
+        try:
+            result = work()
         except Exception as exc:
             self._failure(exc)
             raise BreakerOpen(f"{self.name} unavailable: {exc!r}") from exc
