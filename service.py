@@ -841,6 +841,7 @@ class InpaintAnything:
             demo_models=bool(demo),
             models=reports,
             process_memory_mb=process_memory_mb(),
+            jobs=self.job_api.store.health(),
         )
 
 

@@ -279,4 +279,9 @@ class ReadyResponse(BaseModel):
     demo_models: bool = Field(description="true when any runner serves a tiny random model")
     models: dict[str, ModelReadiness]
     process_memory_mb: float = Field(description="resident memory of the entry process")
+    jobs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where jobs live (memory or redis) and whether that store answers; a "
+        "Redis whose breaker is open refuses jobs (503) but not the synchronous routes",
+    )
     timestamp: str = Field(default_factory=utc_timestamp)

@@ -386,8 +386,7 @@ class RedisJobs:
             )
             await self._end(record, "failed", None, error_document(lost))
             return
-        if tries > 1:
-            logger.warning("job %s: try %d (a replica running it went away)", job_id, tries)
+        logger.info("job %s runs here (worker %s, try %d)", job_id, self.worker.id, tries)
         if not await self._start(keys=[job_key(job_id), result_key(job_id)], args=[time.time()]):
             return
         request = json.loads(fields[b"request"])

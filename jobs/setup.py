@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from api.metrics import record_breaker
 from config.settings import Settings
 from jobs.http import JobsApi
 from jobs.limits import JobLimits
@@ -57,6 +58,7 @@ def make_jobs(settings: Settings, progress: ProgressSource, cancel: Canceller) -
         settings.redis_budget_ms / 1000,
         settings.redis_breaker_failures,
         settings.redis_breaker_open_s,
+        on_change=record_breaker,
     )
     store = RedisJobs(
         settings.redis_url,

@@ -19,6 +19,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
+from api.metrics import record_breaker
 from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
@@ -79,6 +80,7 @@ class SdRunner(ModelRunner):
             settings.redis_budget_ms / 1000,
             settings.redis_breaker_failures,
             settings.redis_breaker_open_s,
+            on_change=record_breaker,
         ),
     )
 

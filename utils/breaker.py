@@ -22,8 +22,19 @@ class BreakerOpen(Exception):
 
 
 class Breaker:
-    def __init__(self, name: str, budget_s: float, failures: int, open_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        budget_s: float,
+        failures: int,
+        open_s: float,
+        on_change: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        """`on_change(name, open)` is told when the breaker opens, and when a call succeeds
+        again after it had opened (for the metrics)."""
         self.name = name
+        self.on_change = on_change
+        self._tripped = False
         self.budget_s = budget_s
         self.failures = failures
         self.open_s = open_s
@@ -48,7 +59,7 @@ class Breaker:
         except Exception as exc:
             self._failure(exc)
             raise BreakerOpen(f"{self.name} unavailable: {exc!r}") from exc
-        self._failed = 0
+        self._succeeded()
         return result
 
     def call_sync(self, work: Callable[[], T]) -> T:
@@ -60,14 +71,25 @@ class Breaker:
         except Exception as exc:
             self._failure(exc)
             raise BreakerOpen(f"{self.name} unavailable: {exc!r}") from exc
-        self._failed = 0
+        self._succeeded()
         return result
+
+    def _succeeded(self) -> None:
+        self._failed = 0
+        if self._tripped:
+            self._tripped = False
+            logger.info("%s answers again", self.name)
+            if self.on_change is not None:
+                self.on_change(self.name, False)
 
     def _failure(self, exc: BaseException) -> None:
         self._failed += 1
         if self._failed >= self.failures and not self.is_open:
             self._open_until = time.monotonic() + self.open_s
             self.trips += 1
+            self._tripped = True
+            if self.on_change is not None:
+                self.on_change(self.name, True)
             logger.warning(
                 "%s failed %d times in a row (%r): skipping it for %g s",
                 self.name,
