@@ -996,6 +996,9 @@ InpaintAnything.add_asgi_middleware(
         **{path: FILE_FIELDS for path in JOB_SUBMITS},
     },
     max_file_size=settings.max_file_size,
+    read_timeout_s=settings.upload_read_timeout_s,
+    receiving_bytes=settings.upload_receiving_mb * 1024 * 1024,
+    retry_after_s=settings.retry_after_s,
 )
 InpaintAnything.add_asgi_middleware(
     PlainErrorsToJson, post_routes=[*ROUTES.values(), *EXTRA_ROUTES.values()]

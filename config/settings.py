@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     # Requests holding a decoded image in the entry at once; the rest wait for a slot within
     # their deadline, else 503 `overloaded` with Retry-After: RETRY_AFTER_S.
     max_concurrent_requests: int = Field(default=4, ge=1)
+    # An upload must arrive within UPLOAD_READ_TIMEOUT_S (else 408 upload_timeout), and the
+    # bodies being received at once may hold UPLOAD_RECEIVING_MB (each counts for its declared
+    # Content-Length; beyond, 503 overloaded): slow senders cannot hold memory without limit.
+    upload_read_timeout_s: float = Field(default=60.0, gt=0)
+    upload_receiving_mb: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=5, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------

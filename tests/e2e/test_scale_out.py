@@ -57,6 +57,7 @@ ENV = {
     "MAX_IMAGE_PIXELS": "40000000",
     "MAX_CANVAS_PIXELS": "40000000",
     "JOB_MAX_QUEUED_MB": "2048",
+    "MAX_INFERENCE_STEPS": "6000",  # jobs that run until cancelled
 }
 FILL = {"point_coords": [[400, 300]], "text_prompt": "a wooden bench", "seed": 7}
 DEADLINE_S = 240
