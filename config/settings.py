@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1)
     # A slow or frozen Redis costs a request at most REDIS_BUDGET_MS per call; after
     # REDIS_BREAKER_FAILURES failures in a row the breaker skips Redis for REDIS_BREAKER_OPEN_S.
-    redis_budget_ms: int = Field(default=50, ge=1)
+    redis_budget_ms: int = Field(default=200, ge=1)
     redis_breaker_failures: int = Field(default=3, ge=1)
     redis_breaker_open_s: float = Field(default=5.0, gt=0)
     # --- bounded work ----------------------------------------------------------------------

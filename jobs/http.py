@@ -100,7 +100,10 @@ class JobsApi:
         headers = {REQUEST_ID_HEADER: request_id}
         if wait_s:
             headers["Preference-Applied"] = f"wait={wait_s}"
-            record = await wait_finished(self.store, record.id, record.owner, wait_s)
+            try:
+                record = await wait_finished(self.store, record.id, record.owner, wait_s)
+            except InpaintError:  # the job exists; its store answers polls again later
+                pass
             if record.state in FINISHED:
                 response = await self._result(record.id, record.owner, request_id)
                 response.headers.update(headers)

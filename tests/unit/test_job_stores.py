@@ -234,3 +234,31 @@ async def _replica_a(url: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_replica_a(sys.argv[1]))
+
+
+async def test_a_frozen_redis_costs_a_call_its_budget_then_nothing() -> None:
+    """Redis accepts connections and never answers (as under SIGSTOP): each job call waits
+    at most the budget, and once the breaker opens, not at all."""
+
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    breaker = Breaker("redis", 0.05, 2, 60.0)
+    store = RedisJobs(f"redis://127.0.0.1:{port}/0", LIMITS, breaker, _nothing, _nothing, 1.0, 3)
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(InpaintError) as caught:
+                await store.get("some-job", "key:a")
+            assert time.monotonic() - started < 0.25
+            assert caught.value.code == "job_store_unavailable" and int(caught.value.status) == 503
+        assert store.health() == {"store": "redis", "available": False, "breaker_trips": 1}
+        started = time.monotonic()
+        with pytest.raises(InpaintError):
+            await store.submit(submission())
+        assert time.monotonic() - started < 0.01, "an open breaker does not wait"
+    finally:
+        await store.close()
+        server.close()
