@@ -94,7 +94,7 @@ class JobsApi:
         """202 with the job's URLs; with `Prefer: wait=N`, the result itself when the job
         finishes within N s."""
         if isinstance(outcome, InpaintError):
-            return self._error(outcome, request_id)
+            return self.error(outcome, request_id)
         record = outcome
         wait_s = prefer_wait(http.headers.get("prefer"))
         headers = {REQUEST_ID_HEADER: request_id}
@@ -123,12 +123,12 @@ class JobsApi:
         try:
             body, job_request_id = await self.store.result(job_id, owner)
         except InpaintError as error:
-            return self._error(error, request_id)
+            return self.error(error, request_id)
         # The job answers under the id of the request that submitted it.
         body = {**body, "request_id": job_request_id}
         return JSONResponse(body, headers={REQUEST_ID_HEADER: job_request_id})
 
-    def _error(self, error: InpaintError, request_id: str) -> JSONResponse:
+    def error(self, error: InpaintError, request_id: str) -> JSONResponse:
         response = error_response(error, request_id)
         if error.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
             response.headers["Retry-After"] = str(self.settings.retry_after_s)
@@ -158,7 +158,7 @@ def job_router(api: Callable[[], JobsApi]) -> APIRouter:
         try:
             return status(await jobs.store.get(job_id, caller_of(request.scope)), request_id)
         except InpaintError as error:
-            return jobs._error(error, request_id)
+            return jobs.error(error, request_id)
 
     @router.get(
         "/{job_id}/result",
@@ -187,7 +187,7 @@ def job_router(api: Callable[[], JobsApi]) -> APIRouter:
         try:
             return status(await jobs.store.cancel(job_id, caller_of(request.scope)), request_id)
         except InpaintError as error:
-            return jobs._error(error, request_id)
+            return jobs.error(error, request_id)
 
     return router
 

@@ -14,7 +14,6 @@ from jobs.model import (
     Execute,
     JobRecord,
     JobRunnerLostException,
-    JobStatus,
     Submission,
     current_job_id,
     error_document,
@@ -79,7 +78,3 @@ async def run_one(
         return None, error_document(InpaintError(f"the job failed unexpectedly: {exc!r}"))
     finally:
         current_job_id.reset(token)
-
-
-def status_of(record: JobRecord) -> JobStatus:
-    return record.status()
