@@ -24,7 +24,8 @@ from http import HTTPStatus
 from typing import Any
 
 import anyio
-from streaq import Worker
+from redis.exceptions import RedisError
+from streaq import StreaqRetry, Worker
 
 from jobs.keys import PREFIX, cancel_key, progress_key
 from jobs.limits import JobLimits
@@ -369,7 +370,15 @@ class RedisJobs:
     # --- the worker side ---------------------------------------------------------------------
 
     async def _run(self, job_id: str) -> None:
-        """streaq's task: run the job once; its end is recorded by `_end` (first one wins)."""
+        """streaq's task: run the job once; its end is recorded by `_end` (first one wins).
+        If Redis fails around the run, streaq runs it again later (a try like any other)."""
+        try:
+            await self._run_once(job_id)
+        except (OSError, RedisError) as exc:
+            logger.warning("job %s: Redis failed around its run (%r); retrying", job_id, exc)
+            raise StreaqRetry(str(exc), delay=5) from exc
+
+    async def _run_once(self, job_id: str) -> None:
         assert self._execute is not None, "start() the store before jobs run"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(job_key(job_id))
