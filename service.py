@@ -91,6 +91,7 @@ from utils.image_io import (
     decode_mask_image,
     encode_mask_base64,
     encode_result,
+    probe_image,
     to_base64,
 )
 from utils.log_setup import configure_logging
@@ -325,25 +326,25 @@ class InpaintAnything:
         raw_request: Any,
         masks: Sequence[Path],
     ) -> JSONResponse:
-        """Check the input as the synchronous route does (before answering), then queue the
-        job: the route, the `request` JSON and the encoded upload (jobs/)."""
+        """Check what the input's headers tell (as the synchronous route would), then queue
+        the job: the route, the `request` JSON and the encoded upload (jobs/). Nothing is
+        decoded here: a submit costs milliseconds and holds no pixels."""
         request_id = request_id_from(dict(ctx.request.headers))
         jobs = self.job_api
 
         async def accept() -> Any:
             raw, webhook = await jobs.split_request(raw_request)
-            request, upload = await self._prepare(model, image, raw, masks)
-            await _check_selection(request, upload)
-            files = {
-                "image": image.read_bytes(),
-                **({"mask": masks[0].read_bytes()} if masks else {}),
-            }
+            if len(masks) > 1:
+                raise ValidationException("send at most one `mask` file")
+            files = {"image": image.read_bytes()}
+            if masks:
+                files["mask"] = masks[0].read_bytes()
+            request = await asyncio.to_thread(_check_submission, model, raw, files)
             steps = getattr(request, "num_inference_steps", 1) or settings.default_inference_steps
             return await jobs.submit(
                 ctx.request, route, request_id, raw or {}, webhook, files, steps
             )
 
-        # Decoding a submission takes an admission slot, as a synchronous request does.
         outcome = await self._attempt(f"jobs/{route}", request_id, accept, admit=True)
         response = await jobs.respond(ctx.request, request_id, outcome)
         ctx.response.status_code = response.status_code  # BentoML answers with ctx's status
@@ -843,6 +844,33 @@ class InpaintAnything:
             process_memory_mb=process_memory_mb(),
             jobs=self.job_api.store.health(),
         )
+
+
+def _check_submission(
+    model: type[InpaintRequest], raw: Any, files: dict[str, bytes]
+) -> InpaintRequest:
+    """A job's `request` and its upload, checked from the image headers alone: what the
+    synchronous route refuses before decoding pixels. A corrupt body or an empty mask fails
+    the job when it runs, with the same error."""
+    request = _parse_request(model, raw)
+    height, width = probe_image(files["image"], settings.max_image_pixels)
+    check_aspect_ratio(height, width, settings.max_aspect_ratio)
+    if "mask" not in files:
+        if not request.has_prompt:
+            raise ValidationException("give point_coords or box in `request` or upload a mask")
+        _check_prompt_inside(request, height, width)
+        return request
+    mask_height, mask_width = probe_image(files["mask"], settings.max_image_pixels, "mask")
+    if (mask_height, mask_width) != (height, width):
+        raise ValidationException(
+            f"the mask is {mask_width}x{mask_height} but the image is {width}x{height}; "
+            "they must match"
+        )
+    if request.has_prompt or request.mask_index is not None:
+        raise ValidationException(
+            "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
+        )
+    return request
 
 
 def _check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = "") -> None:
