@@ -7,73 +7,57 @@ This module wires them to HTTP and to the model runners.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiohttp
 import bentoml
 from bentoml.exceptions import BentoMLException
-from pydantic import BaseModel, WithJsonSchema
+from pydantic import BaseModel
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from api.app import create_docs_app, create_health_app, document_routes
 from api.decoder import DecoderFiles, decoder_router
 from api.embedding import BINARY_HEADERS, EmbeddingResponse, wants_binary
-from api.errors import REQUEST_ID_HEADER, error_response, request_id_from
+from api.errors import REQUEST_ID_HEADER, request_id_from
 from api.guard import RequestGuard
-from api.job_routes import document_job_submits, job_router
-from api.jobs import JobAccepted, JobStore
+from api.parts import (
+    FillRequestPart,
+    MaskParts,
+    RemoveRequestPart,
+    ReplaceRequestPart,
+    SegmentRequestPart,
+)
 from api.plain_errors import PlainErrorsToJson
 from api.production import add_production_middleware
-from api.schemas import (
-    FillRequest,
-    InpaintResponse,
-    ReadyResponse,
-    RemoveRequest,
-    ReplaceRequest,
-    SegmentRequest,
-    SegmentResponse,
-)
+from api.schemas import InpaintResponse, ReadyResponse, SegmentResponse
 from config.settings import get_settings
 from flows.admission import Admission, ClientGoneException, stamped, unless_disconnected
 from flows.context import Background, FlowContext, RunnerFacts, Runners, begin_request
-from flows.jobs import submit_job
+from flows.jobs import execute_job, submit_job
 from flows.readiness import Readiness
 from flows.registry import API_PREFIX, FLOWS, JOB_FLOWS, guarded_routes, prepare
 from flows.sam_client import SamClient
+from flows.upload import read_files
+from jobs.http import document_job_submits, job_router
+from jobs.model import JobAccepted
+from jobs.setup import make_jobs
 from runners.client import call_runner
 from runners.embedding_cache import make_embedding_cache
 from runners.lama import LamaRunner
 from runners.sam import SamRunner
 from runners.sd import SdRunner
 from utils.decoded_uploads import DecodedUploads
-from utils.exceptions import InpaintError, OverloadedException
 from utils.log_setup import configure_logging
 
 settings = get_settings()
 
-
-def _documented_json(model: type[BaseModel]) -> Any:
-    """The `request` part: accepted as any JSON and validated by the flow itself (so that a
-    bad field is our 422, not BentoML's 400), documented in OpenAPI as `model`."""
-    return Annotated[Any, WithJsonSchema({**model.model_json_schema(), "title": model.__name__})]
-
-
-SegmentRequestPart = _documented_json(SegmentRequest)
-RemoveRequestPart = _documented_json(RemoveRequest)
-FillRequestPart = _documented_json(FillRequest)
-ReplaceRequestPart = _documented_json(ReplaceRequest)
-# A `mask` file is optional: BentoML 1.4 cannot take Optional[Path], so it is a list of at
-# most one (more is a 422).
-MaskParts = list[Path]
-
 health_app = create_health_app(bentoml.get_current_service)
 health_app.include_router(decoder_router(bentoml.get_current_service))
-health_app.include_router(job_router(bentoml.get_current_service))
+health_app.include_router(job_router(lambda: bentoml.get_current_service().jobs))
 POST_ROUTES = [flow.path for flow in FLOWS.values()] + [flow.job_path for flow in JOB_FLOWS]
 
 
@@ -113,10 +97,8 @@ class InpaintAnything:
         self._readiness = Readiness(runners, settings)
         self.admission = Admission(settings, self._readiness.runner_failure)
         self.decoders = DecoderFiles(self._export_decoder)
-        self.jobs = JobStore(
-            settings.job_max_count,
-            settings.job_ttl_s,
-            settings.job_max_running,
+        self.jobs = make_jobs(
+            settings,
             progress=self._job_progress,
             cancel=lambda job_id: call_runner(self.sd_monitor.to_async.cancel, job_id=job_id),
         )
@@ -173,6 +155,17 @@ class InpaintAnything:
 
     # --- jobs -------------------------------------------------------------------------------
 
+    @bentoml.api(route=FLOWS["remove"].job_path)
+    async def submit_remove(
+        self,
+        ctx: bentoml.Context,
+        image: Path,
+        request: RemoveRequestPart = None,
+        mask: MaskParts = (),
+    ) -> JobAccepted:
+        """`/remove` as a job: answers 202 at once; follow `status_url`, fetch `result_url`."""
+        return await self._submit(ctx, "remove", image, request, mask)
+
     @bentoml.api(route=FLOWS["fill"].job_path)
     async def submit_fill(
         self,
@@ -206,7 +199,7 @@ class InpaintAnything:
         flow = FLOWS[name]
 
         async def work() -> BaseModel:
-            parts = await _read(image, masks)
+            parts = await read_files(image, masks)
             request, upload = await prepare(self.flows, flow, raw, *parts)
             return await flow.run(self.flows, request, upload)
 
@@ -215,24 +208,37 @@ class InpaintAnything:
             outcome = await unless_disconnected(ctx.request, attempt)
         except ClientGoneException as exc:
             outcome = exc
-        return _reply(ctx, request_id, stamped(outcome, request_id, started))
+        return self.admission.reply(ctx, request_id, stamped(outcome, request_id, started))
 
     async def _submit(
         self, ctx: bentoml.Context, name: str, image: Path, raw: Any, masks: Sequence[Path]
-    ) -> JobAccepted | JSONResponse:
+    ) -> JSONResponse:
         request_id = self._request_id(ctx)
 
-        async def accept() -> JobAccepted:
-            parts = await _read(image, masks)
+        async def accept() -> Any:
+            parts = await read_files(image, masks)
             return await submit_job(
-                self.flows, self.jobs, self.admission, FLOWS[name], request_id, raw, *parts
+                self.flows, self.jobs, ctx.request, FLOWS[name], request_id, raw, *parts
             )
 
         # Decoding a submission takes an admission slot, as a synchronous request does.
         outcome = await self.admission.attempt(f"jobs/{name}", request_id, accept, admit=True)
-        if not isinstance(outcome, InpaintError):
-            ctx.response.status_code = 202
-        return _reply(ctx, request_id, outcome)
+        response = await self.jobs.respond(ctx.request, request_id, outcome)
+        ctx.response.status_code = response.status_code  # BentoML answers with ctx's status
+        return response
+
+    async def _execute_job(
+        self, route: str, request: dict[str, Any], files: dict[str, bytes], job_id: str
+    ) -> dict[str, Any]:
+        return await execute_job(self.flows, self.admission, route, request, files, job_id)
+
+    @bentoml.on_startup
+    async def _start_jobs(self) -> None:
+        await self.jobs.store.start(self._execute_job)
+
+    @bentoml.on_shutdown
+    async def _stop_jobs(self) -> None:
+        await self.jobs.store.close()
 
     @staticmethod
     def _request_id(ctx: bentoml.Context) -> str:
@@ -257,23 +263,9 @@ class InpaintAnything:
             raise await self._readiness.runner_failure(exc) from exc
 
     async def readiness(self) -> ReadyResponse:
-        return await self._readiness.report()
-
-
-async def _read(image: Path, masks: Sequence[Path]) -> tuple[bytes, list[bytes]]:
-    """The uploaded files' bytes (BentoML has spooled them to disk), read off the event loop."""
-    return await asyncio.to_thread(lambda: (image.read_bytes(), [m.read_bytes() for m in masks]))
-
-
-def _reply(ctx: bentoml.Context, request_id: str, outcome: Any) -> Any:
-    """The response for an outcome (the request's log line is api.observe's)."""
-    if not isinstance(outcome, InpaintError):
-        return outcome
-    ctx.response.status_code = int(outcome.status)
-    response = error_response(outcome, request_id)
-    if isinstance(outcome, OverloadedException):
-        response.headers["Retry-After"] = str(settings.retry_after_s)
-    return response
+        report = await self._readiness.report()
+        report.jobs = self.jobs.store.health()
+        return report
 
 
 # CORS first (outermost of ours), so that the guard's error responses carry its headers too.
@@ -287,6 +279,11 @@ InpaintAnything.add_asgi_middleware(
 # Metrics and logs, then API keys, then the rate limit: see api/production.py.
 add_production_middleware(InpaintAnything, settings, extra_routes=["health", "ready"])
 InpaintAnything.add_asgi_middleware(
-    RequestGuard, routes=guarded_routes(), max_file_size=settings.max_file_size
+    RequestGuard,
+    routes=guarded_routes(),
+    max_file_size=settings.max_file_size,
+    read_timeout_s=settings.upload_read_timeout_s,
+    receiving_bytes=settings.upload_receiving_mb * 1024 * 1024,
+    retry_after_s=settings.retry_after_s,
 )
 InpaintAnything.add_asgi_middleware(PlainErrorsToJson, post_routes=POST_ROUTES)

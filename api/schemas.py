@@ -302,4 +302,9 @@ class ReadyResponse(BaseModel):
     models: dict[str, ModelReadiness]
     process_memory_mb: float = Field(description="resident memory of the entry process")
     capacity: Capacity | None = Field(default=None, description="what this server takes at once")
+    jobs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where jobs live (memory or redis) and whether that store answers; a "
+        "Redis whose breaker is open refuses jobs (503) but not the synchronous routes",
+    )
     timestamp: str = Field(default_factory=utc_timestamp)

@@ -21,6 +21,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from api.errors import error_response
 from config.settings import Settings
 from utils.exceptions import InpaintError, OverloadedException, ProcessingTimeoutException
 
@@ -45,6 +46,17 @@ class Admission:
         self._settings = settings
         self._runner_failure = runner_failure
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+
+    def reply(self, ctx: Any, request_id: str, outcome: Outcome) -> Any:
+        """The response for an outcome: the body, or the error in our shape with its status
+        set on the BentoML context (the request's log line is api.observe's)."""
+        if not isinstance(outcome, InpaintError):
+            return outcome
+        ctx.response.status_code = int(outcome.status)
+        response = error_response(outcome, request_id)
+        if isinstance(outcome, OverloadedException):
+            response.headers["Retry-After"] = str(self._settings.retry_after_s)
+        return response
 
     async def attempt(
         self, route: str, request_id: str, work: Callable[[], Awaitable[Result]], admit: bool

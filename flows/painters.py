@@ -8,11 +8,11 @@ import uuid
 
 import numpy as np
 
-from api.jobs import current_job_id
 from api.observe import stage
 from api.schemas import GenerateRequest
 from flows.context import FlowContext, current_request
 from flows.plan import Painter
+from jobs.model import current_job_id
 from runners.client import call_runner
 from runners.lama import LamaJob
 from runners.sd import SdJob
@@ -64,7 +64,7 @@ def sd_job(
         num_inference_steps=request.num_inference_steps or settings.default_inference_steps,
         guidance_scale=settings.default_guidance_scale if guidance is None else guidance,
         seed=seed,
-        # A job's own id (api.jobs), else one for this call: `cancel` names it.
+        # A job's own id (jobs/), else one for this call: `cancel` names it.
         job_id=current_job_id.get() or uuid.uuid4().hex,
         deadline=ctx.deadline(),
     )

@@ -56,7 +56,7 @@ FLOWS: dict[str, Flow] = {
     flow.name: flow
     for flow in (
         Flow("segment", SegmentRequest, segment, takes_mask=False, as_job=False),
-        Flow("remove", RemoveRequest, remove, takes_mask=True, as_job=False),
+        Flow("remove", RemoveRequest, remove, takes_mask=True, as_job=True),
         Flow("fill", FillRequest, fill, takes_mask=True, as_job=True),
         Flow("replace", ReplaceRequest, replace, takes_mask=True, as_job=True),
         Flow("embedding", EmbeddingRequest, embedding, takes_mask=False, as_job=False),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -69,3 +71,8 @@ async def decode_upload(
                 f"{width}x{height}; they must match"
             )
         return Upload(source, await asyncio.to_thread(binarize_mask, raw_mask))
+
+
+async def read_files(image: Path, masks: Sequence[Path]) -> tuple[bytes, list[bytes]]:
+    """The uploaded files' bytes (BentoML has spooled them to disk), read off the event loop."""
+    return await asyncio.to_thread(lambda: (image.read_bytes(), [m.read_bytes() for m in masks]))

@@ -102,8 +102,9 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends; what a click costs;
-# scripts/batch.py
-EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch")
+# scripts/batch.py; a fill as a job vs the synchronous route (scripts/bench_jobs.py; with
+# --redis-url also on the Redis store)
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -625,6 +626,26 @@ async def lone_remove(url: str, photo: np.ndarray, repeats: int) -> dict[str, An
     return _summary(cold)
 
 
+def run_jobs_section(
+    record: Callable[[str, Callable[[], Any]], None],
+    home: Path,
+    work: Path,
+    settings: dict[str, str],
+    photo: np.ndarray,
+    repeats: int,
+    redis_url: str,
+) -> None:
+    from scripts.bench_jobs import jobs_section
+
+    image = _variant(photo, 7)
+    stores = {"memory": settings}
+    if redis_url:
+        stores["redis"] = {**settings, "REDIS_URL": redis_url}
+    for store, env in stores.items():
+        with serving(home, work / f"serve-jobs-{store}.log", env, timeout_s=3600) as server:
+            record(f"jobs_{store}", lambda: asyncio.run(jobs_section(server.url, image, repeats)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full-size SAM vit_b + big-lama")
@@ -638,6 +659,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--redis-url", default="", help="jobs section: also on this Redis")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
 
@@ -723,6 +745,8 @@ def main() -> int:
                         throughput(server.url, photo, args.concurrency, args.requests)
                     ),
                 )
+    if "jobs" in sections:
+        run_jobs_section(record, home, work, settings, photo, args.repeats, args.redis_url)
     if "throughput" in sections:
         batched = {**settings, "SAM_MAX_BATCH_SIZE": "4"}
         with serving(home, work / "serve-batching.log", batched, **serve) as server:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
-SERVED = ["service.py", "api", "config", "flows", "models", "runners", "utils"]
+SERVED = ["service.py", "api", "config", "flows", "jobs", "models", "runners", "utils"]
 
 
 def test_import_models_resolve_runs_without_the_tooling_package(tmp_path: Path) -> None:
