@@ -9,6 +9,7 @@ Timing is printed (SIGKILL to completion elsewhere), never asserted beyond the s
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
@@ -58,7 +60,7 @@ ENV = {
     "MAX_IMAGE_PIXELS": "40000000",
     "MAX_CANVAS_PIXELS": "40000000",
     "JOB_MAX_QUEUED_MB": "2048",
-    "MAX_INFERENCE_STEPS": "1000",  # jobs that run until cancelled (the schedulers' most)
+    "MAX_INFERENCE_STEPS": "900",  # jobs that run until cancelled (1000 breaks the scheduler)
 }
 FILL = {"point_coords": [[400, 300]], "text_prompt": "a wooden bench", "seed": 7}
 DEADLINE_S = 240
@@ -330,7 +332,7 @@ def test_queued_jobs_hold_encoded_bytes_only(replicas: list[LocalServer], proxy:
     photo = _photo_36mp()
     # One long job per replica keeps both workers busy (JOB_MAX_RUNNING=1): the rest queue.
     blockers = [
-        _submit(proxy, "fill", {**FILL, "num_inference_steps": 1000, "seed": i}, key="b")
+        _submit(proxy, "fill", {**FILL, "num_inference_steps": 900, "seed": i}, key="b")
         for i in range(2)
     ]
     assert [b.status_code for b in blockers] == [202, 202], [b.text for b in blockers]
@@ -369,6 +371,19 @@ def test_queued_jobs_hold_encoded_bytes_only(replicas: list[LocalServer], proxy:
     assert max(growth) < MEMORY_GROWTH_BOUND_MB, growth
 
 
+def _kill_replica(pid: int) -> None:
+    """SIGKILL every process of a replica: `bentoml serve` and the services it started
+    (they are not in its process group, and would outlive it)."""
+    root = psutil.Process(pid)
+    processes = [*root.children(recursive=True), root]
+    assert len(processes) >= 5, "bentoml serve, the entry and three runners"
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive, f"still running after SIGKILL: {alive}"
+
+
 def test_a_job_survives_the_sigkill_of_its_replica(replicas: list[LocalServer], proxy: str) -> None:
     """The replica running a job dies (every process of it, SIGKILL); the other one runs it
     again within 2 x JOB_RECLAIM_S and the client, polling through nginx, gets the result."""
@@ -382,7 +397,7 @@ def test_a_job_survives_the_sigkill_of_its_replica(replicas: list[LocalServer], 
     assert len(running) == 1, "exactly one replica runs the job"
     victim, survivor = running[0], next(s for s in replicas if s is not running[0])
     assert victim.pid is not None
-    os.killpg(victim.pid, signal.SIGKILL)
+    _kill_replica(victim.pid)
     killed = time.monotonic()
     seen = _until(proxy, job["job_id"], {"done", "failed", "cancelled"})
     elapsed = time.monotonic() - killed
