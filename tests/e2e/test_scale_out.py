@@ -44,7 +44,7 @@ KEYS = {
     "b": "key-b-0123456789",
     **{f"c{i}": f"key-c{i}-0123456789" for i in range(20)},
 }
-MEMORY_GROWTH_BOUND_MB = 600  # vs 60 x 108 MB = 6.5 GB were the photos held decoded
+MEMORY_GROWTH_BOUND_MB = 256  # vs 60 x 108 MB = 6.5 GB were the photos held decoded
 RECLAIM_S = 4
 STEPS = 600  # the SIGKILL test's job: long enough to be killed mid-way
 ENV = {
@@ -399,13 +399,25 @@ def test_a_job_survives_the_sigkill_of_its_replica(replicas: list[LocalServer], 
     assert victim.pid is not None
     _kill_replica(victim.pid)
     killed = time.monotonic()
-    seen = _until(proxy, job["job_id"], {"done", "failed", "cancelled"})
+    retried = re.compile(rf"job {re.escape(job['job_id'])} runs here \(worker \w+, try 2\)")
+    restarted_s = None
+    deadline = killed + DEADLINE_S
+    while time.monotonic() < deadline:
+        if restarted_s is None and retried.search(survivor.log.read_text(errors="replace")):
+            restarted_s = time.monotonic() - killed
+        status = _status(proxy, job["job_id"])
+        if status["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
     elapsed = time.monotonic() - killed
-    assert seen[-1]["state"] == "done", seen[-1]
-    assert runs_here.search(survivor.log.read_text(errors="replace"))
+    assert status["state"] == "done", status
+    assert restarted_s is not None, "the survivor never ran the job again"
+    print(
+        f"\nSIGKILL of the replica running job {job['job_id']}: running again on the other "
+        f"after {restarted_s:.1f} s (bound 2 x JOB_RECLAIM_S = {2 * RECLAIM_S} s), done after "
+        f"{elapsed:.1f} s (the rerun paints all {STEPS} steps)"
+    )
+    # The stated bound, with room for a loaded CI host's scheduling and log flushing.
+    assert restarted_s < 2 * RECLAIM_S + 10, restarted_s
     result = httpx.get(f"{proxy}{job['result_url']}", headers=_headers(), timeout=60)
     assert result.status_code == 200 and result.json()["image"], result.text
-    print(
-        f"\nSIGKILL of the replica running job {job['job_id']} -> done on the other: "
-        f"{elapsed:.1f} s (JOB_RECLAIM_S={RECLAIM_S}; the rerun paints {STEPS} steps)"
-    )
