@@ -9,6 +9,7 @@ Timing is printed (SIGKILL to completion elsewhere), never asserted beyond the s
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
@@ -42,7 +44,7 @@ KEYS = {
     "b": "key-b-0123456789",
     **{f"c{i}": f"key-c{i}-0123456789" for i in range(20)},
 }
-MEMORY_GROWTH_BOUND_MB = 600  # vs 60 x 108 MB = 6.5 GB were the photos held decoded
+MEMORY_GROWTH_BOUND_MB = 256  # vs 60 x 108 MB = 6.5 GB were the photos held decoded
 RECLAIM_S = 4
 STEPS = 600  # the SIGKILL test's job: long enough to be killed mid-way
 ENV = {
@@ -58,7 +60,7 @@ ENV = {
     "MAX_IMAGE_PIXELS": "40000000",
     "MAX_CANVAS_PIXELS": "40000000",
     "JOB_MAX_QUEUED_MB": "2048",
-    "MAX_INFERENCE_STEPS": "1000",  # jobs that run until cancelled (the schedulers' most)
+    "MAX_INFERENCE_STEPS": "900",  # jobs that run until cancelled (1000 breaks the scheduler)
 }
 FILL = {"point_coords": [[400, 300]], "text_prompt": "a wooden bench", "seed": 7}
 DEADLINE_S = 240
@@ -330,7 +332,7 @@ def test_queued_jobs_hold_encoded_bytes_only(replicas: list[LocalServer], proxy:
     photo = _photo_36mp()
     # One long job per replica keeps both workers busy (JOB_MAX_RUNNING=1): the rest queue.
     blockers = [
-        _submit(proxy, "fill", {**FILL, "num_inference_steps": 1000, "seed": i}, key="b")
+        _submit(proxy, "fill", {**FILL, "num_inference_steps": 900, "seed": i}, key="b")
         for i in range(2)
     ]
     assert [b.status_code for b in blockers] == [202, 202], [b.text for b in blockers]
@@ -369,6 +371,19 @@ def test_queued_jobs_hold_encoded_bytes_only(replicas: list[LocalServer], proxy:
     assert max(growth) < MEMORY_GROWTH_BOUND_MB, growth
 
 
+def _kill_replica(pid: int) -> None:
+    """SIGKILL every process of a replica: `bentoml serve` and the services it started
+    (they are not in its process group, and would outlive it)."""
+    root = psutil.Process(pid)
+    processes = [*root.children(recursive=True), root]
+    assert len(processes) >= 5, "bentoml serve, the entry and three runners"
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive, f"still running after SIGKILL: {alive}"
+
+
 def test_a_job_survives_the_sigkill_of_its_replica(replicas: list[LocalServer], proxy: str) -> None:
     """The replica running a job dies (every process of it, SIGKILL); the other one runs it
     again within 2 x JOB_RECLAIM_S and the client, polling through nginx, gets the result."""
@@ -382,15 +397,27 @@ def test_a_job_survives_the_sigkill_of_its_replica(replicas: list[LocalServer], 
     assert len(running) == 1, "exactly one replica runs the job"
     victim, survivor = running[0], next(s for s in replicas if s is not running[0])
     assert victim.pid is not None
-    os.killpg(victim.pid, signal.SIGKILL)
+    _kill_replica(victim.pid)
     killed = time.monotonic()
-    seen = _until(proxy, job["job_id"], {"done", "failed", "cancelled"})
+    retried = re.compile(rf"job {re.escape(job['job_id'])} runs here \(worker \w+, try 2\)")
+    restarted_s = None
+    deadline = killed + DEADLINE_S
+    while time.monotonic() < deadline:
+        if restarted_s is None and retried.search(survivor.log.read_text(errors="replace")):
+            restarted_s = time.monotonic() - killed
+        status = _status(proxy, job["job_id"])
+        if status["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
     elapsed = time.monotonic() - killed
-    assert seen[-1]["state"] == "done", seen[-1]
-    assert runs_here.search(survivor.log.read_text(errors="replace"))
+    assert status["state"] == "done", status
+    assert restarted_s is not None, "the survivor never ran the job again"
+    print(
+        f"\nSIGKILL of the replica running job {job['job_id']}: running again on the other "
+        f"after {restarted_s:.1f} s (bound 2 x JOB_RECLAIM_S = {2 * RECLAIM_S} s), done after "
+        f"{elapsed:.1f} s (the rerun paints all {STEPS} steps)"
+    )
+    # The stated bound, with room for a loaded CI host's scheduling and log flushing.
+    assert restarted_s < 2 * RECLAIM_S + 10, restarted_s
     result = httpx.get(f"{proxy}{job['result_url']}", headers=_headers(), timeout=60)
     assert result.status_code == 200 and result.json()["image"], result.text
-    print(
-        f"\nSIGKILL of the replica running job {job['job_id']} -> done on the other: "
-        f"{elapsed:.1f} s (JOB_RECLAIM_S={RECLAIM_S}; the rerun paints {STEPS} steps)"
-    )

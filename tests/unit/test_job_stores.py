@@ -205,9 +205,10 @@ async def test_a_job_of_a_killed_replica_runs_on_another(redis_url: str) -> None
         assert a.stdout is not None
         job_id = a.stdout.readline().strip()  # A prints the job id once it runs it
         assert job_id, "replica A never ran the job"
+        await b.start(b_exec)  # B is up and idle, waiting on the queue, when A dies
+        await asyncio.sleep(1.5)
         a.send_signal(signal.SIGKILL)
         a.wait()
-        await b.start(b_exec)
         done = await until(b, job_id, "key:a", {"done"})
         assert [c[3] for c in b_exec.calls] == [job_id]
         body, _ = await b.result(job_id, "key:a")
