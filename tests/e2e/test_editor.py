@@ -442,11 +442,11 @@ def test_keyboard_only_remove(server: Server, offline: OfflinePage, tmp_path: Pa
     """Open, select with the crosshair, choose a candidate and a tab, remove, download: all
     by keyboard. Enter on a focused button acts on that button, not on the edit."""
     page = offline.page
+    # Listening before the key press: Playwright intercepts the chooser from then on.
+    page.on("filechooser", lambda chooser: chooser.set_files(DOG))
     page.goto(f"{server.url}/")
     tab_to(page, "#open-button")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files(DOG)
+    page.keyboard.press("Enter")
     assert wait_state(page, "ready", "error") == "ready"
 
     tab_to(page, "[data-testid=stage]")

@@ -13,12 +13,43 @@ const modelBytes = new Map(); // variant -> bytes; one download per page (and HT
 /**
  * Threads for onnxruntime-web: the cores the browser reports where the page is
  * cross-origin isolated (SharedArrayBuffer needs it), else one, with the reason.
+ * `?threads=N` in the page's URL asks for N (for measurements).
  */
 export function threadPlan() {
   if (!globalThis.crossOriginIsolated || typeof SharedArrayBuffer === 'undefined') {
     return { threads: 1, reason: 'the page is not cross-origin isolated' };
   }
+  const asked = Number(new URLSearchParams(globalThis.location?.search).get('threads'));
+  if (Number.isInteger(asked) && asked > 0) return { threads: asked, reason: 'asked in the URL' };
   return { threads: Math.max(1, navigator.hardwareConcurrency || 1), reason: '' };
+}
+
+function float16ToFloat32(halves) {
+  const out = new Float32Array(halves.length);
+  for (let i = 0; i < halves.length; i += 1) {
+    const h = halves[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) out[i] = sign * 2 ** -14 * (fraction / 1024);
+    else if (exponent === 31) out[i] = fraction ? NaN : sign * Infinity;
+    else out[i] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return out;
+}
+
+/** The embedding response's array as float32 (the decoder's input type). */
+export function embeddingArray(response) {
+  const bytes = base64ToBytes(response.embedding);
+  if (response.dtype === 'float16') return float16ToFloat32(new Uint16Array(bytes.buffer));
+  if (response.dtype === 'float32') return new Float32Array(bytes.buffer);
+  throw new Error(`unknown embedding dtype ${response.dtype}`);
+}
+
+/** The size the decoder returns masks at: the photo's, capped at SAM's working size. */
+export function decodeSize(embedding) {
+  const [height, width] = embedding.original_size;
+  return Math.max(height, width) <= 1024 ? [height, width] : embedding.input_size;
 }
 
 async function loadModel(variant, ask) {
@@ -35,7 +66,11 @@ async function session(ortUrl, threads, bytes) {
   const ort = await import(ortUrl);
   ort.env.wasm.wasmPaths = '/static/vendor/';
   ort.env.wasm.numThreads = threads;
-  const created = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+  // In a worker: a decode never blocks the page, so pointer events keep arriving and the
+  // hovers that come during a decode collapse to the latest one.
+  ort.env.wasm.proxy = true;
+  // A copy: the proxy worker takes the buffer it is given (and the page keeps the model).
+  const created = await ort.InferenceSession.create(bytes.slice(), { executionProviders: ['wasm'] });
   return { ort, session: created };
 }
 
@@ -74,9 +109,8 @@ export class Decoder {
 
   /** The photo's embedding; `owner` says which photo it is (run() results carry it). */
   setEmbedding(response, owner) {
-    const { ort } = this;
     this.owner = owner;
-    this.embedding = new ort.Tensor('float32', embeddingArray(response), response.shape);
+    this.embedding = { data: embeddingArray(response), shape: response.shape };
     this.originalSize = response.original_size; // [H, W]
     this.inputSize = response.input_size; // [h, w] after ResizeLongestSide
     this.outputSize = decodeSize(response);
@@ -130,10 +164,11 @@ export class Decoder {
     }
     const n = labels.length;
     const feeds = {
-      image_embeddings: this.embedding,
+      // A copy per run: the proxy worker takes (detaches) the buffers of its inputs.
+      image_embeddings: new ort.Tensor('float32', this.embedding.data.slice(), this.embedding.shape),
       point_coords: new ort.Tensor('float32', Float32Array.from(coords), [1, n, 2]),
       point_labels: new ort.Tensor('float32', Float32Array.from(labels), [1, n]),
-      mask_input: new ort.Tensor('float32', maskInput ?? new Float32Array(LOW_RES * LOW_RES), [1, 1, LOW_RES, LOW_RES]),
+      mask_input: new ort.Tensor('float32', maskInput ? maskInput.slice() : new Float32Array(LOW_RES * LOW_RES), [1, 1, LOW_RES, LOW_RES]),
       has_mask_input: new ort.Tensor('float32', Float32Array.of(maskInput ? 1 : 0), [1]),
       orig_im_size: new ort.Tensor('float32', Float32Array.from(outputSize), [2]),
     };

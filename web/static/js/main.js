@@ -303,7 +303,6 @@ function renderCandidates() {
     button.className = i === c.chosen ? 'active' : '';
     button.title = `Candidate ${i + 1} (${i + 1})`;
     button.setAttribute('aria-pressed', String(i === c.chosen));
-    button.setAttribute('aria-label', `Candidate ${i + 1}, score ${Number(c.scores[i]).toFixed(2)}`);
     button.dataset.testid = `candidate-${i + 1}`;
     const thumb = document.createElement('canvas');
     const { width, height } = c.result ?? state.photo;
@@ -316,7 +315,10 @@ function renderCandidates() {
       : maskCanvas(maskFromLogits(c.result, i + 1, width, height), width, height, [255, 255, 255, 255]);
     thumb.getContext('2d').drawImage(source, 0, 0, thumb.width, thumb.height);
     const label = document.createElement('span');
-    label.textContent = `${i + 1} · ${Number(c.scores[i]).toFixed(2)}`;
+    const name = document.createElement('span');
+    name.className = 'sr-only';
+    name.textContent = 'Candidate ';
+    label.append(name, `${i + 1} · score ${Number(c.scores[i]).toFixed(2)}`);
     button.append(thumb, label);
     button.addEventListener('click', () => chooseCandidate(i));
     holder.append(button);
