@@ -21,6 +21,8 @@ same number of threads (every usable core, as the runners use):
   thread per runner, eager fp32, no compute lock, no warm-up);
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
+- editor (not run unless named; needs Debian's chromium): hover-preview p50/p95 in headless
+  Chromium, fp32 vs uint8 decoder, and uint8's mask IoU vs fp32 (scripts/bench_editor.py);
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -98,7 +100,7 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends
-EXTRA_SECTIONS = ("routes", "http", "unet")
+EXTRA_SECTIONS = ("routes", "http", "unet", "editor")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -682,8 +684,13 @@ def main() -> int:
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
-    if sections & {"server", "throughput", "routes", "http"}:
+    if sections & {"server", "throughput", "routes", "http", "editor"}:
         with serving(home, work / "serve.log", settings, **serve) as server:
+            if "editor" in sections:
+                from scripts.bench_editor import editor_section
+
+                sam = _load_sam(tags["sam"])[0]
+                record("editor", lambda: editor_section(server.url, sam, args.agreement_cases))
             if "routes" in sections:
                 record(
                     "routes",
