@@ -25,6 +25,8 @@ same number of threads (every usable core, as the runners use):
   HTTP vs the same flow code in this process;
 - batch (not run unless named): photos per minute for 20 photos, one click each: the batch
   command, a one-at-a-time loop, Inpaint-Anything's per-photo logic (scripts/bench_batch.py);
+- editor (not run unless named; needs Debian's chromium): hover-preview p50/p95 in headless
+  Chromium, fp32 vs uint8 decoder, and uint8's mask IoU vs fp32 (scripts/bench_editor.py);
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -103,8 +105,8 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends; what a click costs;
 # scripts/batch.py; a fill as a job vs the synchronous route (scripts/bench_jobs.py; with
-# --redis-url also on the Redis store)
-EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs")
+# --redis-url also on the Redis store); hover previews in Chromium
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs", "editor")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -705,8 +707,13 @@ def main() -> int:
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
-    if sections & {"server", "throughput", "routes", "http", "clicks", "batch"}:
+    if sections & {"server", "throughput", "routes", "http", "clicks", "batch", "editor"}:
         with serving(home, work / "serve.log", settings, **serve) as server:
+            if "editor" in sections:
+                from scripts.bench_editor import editor_section
+
+                sam = _load_sam(tags["sam"])[0]
+                record("editor", lambda: editor_section(server.url, sam, args.agreement_cases))
             if "routes" in sections:
                 record(
                     "routes",

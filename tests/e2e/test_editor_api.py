@@ -229,3 +229,35 @@ def test_openapi_lists_the_editor_routes(server: Server) -> None:
     assert "422" in paths["/api/v1/embedding"]["post"]["responses"]
     decoder = paths[DECODER]["get"]["responses"]
     assert {"200", "304"} <= set(decoder)
+
+
+def test_uint8_decoder_is_smaller_and_agrees_with_fp32(client: httpx.Client, decoder) -> None:
+    """`?precision=uint8`: the quantized decoder, same interface, a fraction of the size, and
+    masks that mostly agree with fp32's (the tiny random-weight model; the full-size
+    figures are in docs/benchmarks.md)."""
+    import onnxruntime
+
+    fp32 = client.get(DECODER)
+    response = client.get(DECODER, params={"precision": "uint8"})
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] != fp32.headers["etag"]
+    assert len(response.content) < 0.5 * len(fp32.content)
+    again = client.get(
+        DECODER, params={"precision": "uint8"}, headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304
+    quantized = onnxruntime.InferenceSession(response.content, providers=["CPUExecutionProvider"])
+    assert [i.name for i in quantized.get_inputs()] == [i.name for i in decoder.get_inputs()]
+    case = LANDSCAPE
+    embedded = _embedding(client, example_path(case).read_bytes())
+    point = [[0.5 * case["width"], 0.5 * case["height"]]]
+    exact = _decode_in_onnx(decoder, embedded, point, [1])[0][0, 1:] > 0
+    approx = _decode_in_onnx(quantized, embedded, point, [1])[0][0, 1:] > 0
+    assert 0 < exact.sum() < exact.size
+    iou = (exact & approx).sum() / (exact | approx).sum()
+    assert iou > 0.8, iou
+
+
+def test_decoder_precision_is_validated(client: httpx.Client) -> None:
+    response = client.get(DECODER, params={"precision": "int4"})
+    assert_error(response, 422, "validation_error", "precision")

@@ -20,11 +20,12 @@ function withKey(init) {
 
 /**
  * fetch() with the API key this browser was given (servers with API_KEYS set answer 401
- * without one): on a 401 the user is asked once for a key, which is kept in localStorage.
+ * without one): on a 401 the user is asked for a key (unless `ask` is false), which is kept
+ * in localStorage.
  */
-export async function send(url, init = {}) {
+export async function send(url, init = {}, { ask = true } = {}) {
   const response = await fetch(url, withKey(init));
-  if (response.status !== 401) return response;
+  if (response.status !== 401 || !ask) return response;
   const key = window.prompt('This server needs an API key:')?.trim();
   if (!key) return response;
   localStorage.setItem(KEY_STORAGE, key);
