@@ -40,6 +40,7 @@ function float16ToFloat32(halves) {
 
 /** The embedding response's array as float32 (the decoder's input type). */
 export function embeddingArray(response) {
+  if (response.embedding instanceof Float32Array) return response.embedding; // the binary form
   const bytes = base64ToBytes(response.embedding);
   if (response.dtype === 'float16') return float16ToFloat32(new Uint16Array(bytes.buffer));
   if (response.dtype === 'float32') return new Float32Array(bytes.buffer);
