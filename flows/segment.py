@@ -18,7 +18,7 @@ from utils.image_io import encode_mask_base64
 async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> SegmentResponse:
     image = upload.image
     height, width = image.shape[:2]
-    check_prompt(request, image)
+    check_prompt(request, image.shape[:2])
     found = await ctx.sam.candidates(image, request)
     with stage("encode"):
         masks = await asyncio.to_thread(candidate_masks, found.logits, image)

@@ -14,6 +14,13 @@ from utils.exceptions import EmptyMaskException, ValidationException
 from utils.windows import points_inside
 
 
+class MaskAndPromptException(ValidationException):
+    def __init__(self) -> None:
+        super().__init__(
+            "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
+        )
+
+
 @dataclass(frozen=True)
 class Selection:
     mask: np.ndarray  # HxW bool
@@ -21,13 +28,13 @@ class Selection:
     score: float | None
 
 
-def check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = "") -> None:
-    """A prompt is given, and lies inside the image."""
+def check_prompt(request: PromptRequest, size: tuple[int, int], alternative: str = "") -> None:
+    """A prompt is given, and lies inside an image of `size` (height, width)."""
     if not request.has_prompt:
         raise ValidationException(
             " ".join(["give point_coords or box in `request`", alternative]).strip()
         )
-    height, width = image.shape[:2]
+    height, width = size
     if request.point_coords is not None:
         inside = points_inside(np.asarray(request.point_coords), (height, width))
         outside = [request.point_coords[i] for i in np.flatnonzero(~inside)]
@@ -45,11 +52,9 @@ def check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = "
 async def check_selection(request: PromptRequest, upload: Upload) -> None:
     """What can be said of the object selection before SAM runs."""
     if upload.mask is None:
-        check_prompt(request, upload.image, "or upload a mask")
+        check_prompt(request, upload.image.shape[:2], "or upload a mask")
     elif request.has_prompt or request.mask_index is not None:
-        raise ValidationException(
-            "send either a mask or SAM prompts (point_coords, box, mask_index), not both"
-        )
+        raise MaskAndPromptException()
     elif not await asyncio.to_thread(upload.mask.any):
         raise EmptyMaskException("the uploaded mask has no non-zero pixel")
 
