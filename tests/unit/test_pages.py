@@ -58,3 +58,15 @@ def test_every_module_import_resolves() -> None:
                 else (module.parent / target)
             )
             assert Path(resolved).resolve().is_file(), f"{module.name} imports {target}"
+
+
+def test_the_editor_and_its_files_are_cross_origin_isolated(client: TestClient) -> None:
+    """COOP/COEP on the page and every file it loads (workers included): without them the
+    browser gives onnxruntime-web no SharedArrayBuffer, hence no threads."""
+    page = client.get("/").headers
+    assert page["cross-origin-opener-policy"] == "same-origin"
+    assert page["cross-origin-embedder-policy"] == "require-corp"
+    for path in ("/static/js/main.js", "/static/js/decoder.js", "/static/editor.css"):
+        headers = client.get(path).headers
+        assert headers["cross-origin-embedder-policy"] == "require-corp", path
+        assert headers["cross-origin-resource-policy"] == "same-origin", path

@@ -150,7 +150,8 @@ async function openPhoto(blob, { keepVersions = false } = {}) {
   // The embedding first: its request is the one that asks for an API key; the decoder is
   // then loaded (or retried) with it.
   const embedding = await fetchEmbedding(blob).catch((error) => error);
-  const decoder = await loadDecoder();
+  await loadDecoder();
+  const { decoder } = state; // the one clicks and hovers use (a variant switch may race)
   if (token !== state.photoToken) return;
   if (embedding instanceof Error) {
     if (embedding instanceof ApiError && embedding.status === 404) {
