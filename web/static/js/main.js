@@ -11,6 +11,7 @@ import {
 import { Versions, showResult } from './result.js';
 import { installShortcuts, rovingGroup } from './shortcuts.js';
 import { Stage, drawMarks } from './stage.js';
+import { WordSelection } from './words.js';
 
 const $ = (id) => document.getElementById(id);
 const MASK_RGBA = [79, 140, 255, 255];
@@ -46,6 +47,17 @@ const state = {
 const emptySelection = () => ({ mask: null, points: [], box: null, lowRes: null });
 const history = new History(updateButtons);
 const versions = new Versions($('versions'), $('versions-group'), (blob) => openPhoto(blob, { keepVersions: true }));
+const words = new WordSelection($('words-form'), $('instances'), {
+  photo: () => state.photo,
+  onSelect: (mask) => {
+    if (document.body.dataset.state !== 'ready') leaveResult();
+    state.candidates = null;
+    renderCandidates();
+    history.push({ ...emptySelection(), mask });
+    redrawSelection();
+  },
+  onError: (message) => showError(message),
+});
 let maskLayer = null; // the current mask drawn once, reused for every hover frame
 let stroke = null;
 
@@ -133,6 +145,7 @@ async function openPhoto(blob, { keepVersions = false } = {}) {
   state.candidates = null;
   state.hover = null;
   history.reset(emptySelection());
+  words.clear();
   showError('');
   $('empty-hint').hidden = true;
   $('compare').hidden = true;
