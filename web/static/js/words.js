@@ -29,7 +29,7 @@ export class WordSelection {
     this.instances = [];
     form.addEventListener('submit', (event) => {
       event.preventDefault();
-      this.find(form.elements.text.value.trim());
+      this.find(form.elements.text.value.trim(), Number(form.elements.threshold.value));
     });
   }
 
@@ -39,12 +39,12 @@ export class WordSelection {
     this.list.replaceChildren();
   }
 
-  async find(text) {
+  async find(text, threshold = 0.5) {
     const photo = this.photo();
     if (!text || !photo) return;
     this.clear();
     try {
-      const response = await segment(photo.blob, { text });
+      const response = await segment(photo.blob, { text, threshold });
       if (photo !== this.photo()) return; // another photo by now
       const masks = await Promise.all(
         response.instances.map((found) => maskFromPng(found.mask, photo.width, photo.height)),
