@@ -110,7 +110,7 @@ def _csv_rows(text: str) -> list[tuple[int, Any]]:
 
 
 def _cell(key: str, cell: str) -> Any:
-    if key in ("file", "operation", "text_prompt", "negative_prompt", "output_format"):
+    if key in ("file", "operation", "text", "text_prompt", "negative_prompt", "output_format"):
         return cell
     try:
         return json.loads(cell)

@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--box", type=_numbers(4), metavar="X0,Y0,X1,Y1", help="a box for every photo"
     )
+    what.add_argument("--text", help='select by words (SAM 3) in every photo, e.g. "watermark"')
+    p.add_argument("--threshold", type=float, help="with --text: the lowest score kept")
     p.add_argument("--prompt", help="text_prompt for fill and replace")
     p.add_argument("--negative-prompt")
     p.add_argument("--steps", type=int, help="num_inference_steps (fill, replace)")
@@ -89,6 +91,8 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "point_coords": args.point,
         "box": args.box,
+        "text": args.text,
+        "threshold": args.threshold,
         "text_prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "num_inference_steps": args.steps,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batch.plan import PlanError, plan, read_manifest
+from batch.plan import PlanError, plan, read_manifest, request_for
 from batch.report import Record, Reporter
 from batch.run import remove_partials, write_atomic
 from batch.server import BatchClient, Busy, Refused, ServerInfo, refusal
@@ -235,3 +235,16 @@ def test_several_clicks_are_one_request() -> None:
 
     args = parser().parse_args(["in", "out", "--point", "1,2", "--point", "3.5,4"])
     assert _defaults(args)["point_coords"] == [[1.0, 2.0], [3.5, 4.0]]
+
+
+def test_text_selects_by_words_in_every_photo_and_stays_a_string_in_csv(tmp_path: Path) -> None:
+    defaults = {"text": "watermark", "threshold": 0.3, "point_coords": None, "box": None}
+    assert request_for("remove", defaults, {"file": "a.jpg"}) == {
+        "text": "watermark",
+        "threshold": 0.3,
+    }
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,text,threshold\na.jpg,2024,0.4\n")
+    [row] = read_manifest(manifest)
+    assert row == {"file": "a.jpg", "text": "2024", "threshold": 0.4}
