@@ -21,9 +21,11 @@ async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> 
     check_prompt(request, image.shape[:2])
     found = await ctx.sam.candidates(image, request)
     with stage("encode"):
-        masks = await asyncio.to_thread(candidate_masks, found.logits, image)
-        # The PNGs at once: OpenCV's encoder runs without the GIL.
-        encoded = await asyncio.gather(*(asyncio.to_thread(encode_mask_base64, m) for m in masks))
+        # One thread per candidate, upsampled and encoded at once: numpy and OpenCV run
+        # without the GIL, so the three share the cores.
+        encoded = await asyncio.gather(
+            *(asyncio.to_thread(_candidate_png, logits, image) for logits in found.logits)
+        )
     return SegmentResponse(
         request_id="",
         timestamp=utc_timestamp(),
@@ -39,3 +41,8 @@ async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> 
             embedding_cached=found.cached,
         ),
     )
+
+
+def _candidate_png(logits: np.ndarray, image: np.ndarray) -> str:
+    """One candidate's 256x256 logits as the photo-size PNG mask, base64."""
+    return encode_mask_base64(candidate_masks(logits[None], image)[0])
