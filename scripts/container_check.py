@@ -196,6 +196,20 @@ def check_compose(work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"replicas": 2, "environment": "production"}
     start = time.monotonic()
     try:
+        # As a user's first `run --rm server scripts/download_models.sh` would: one container
+        # fills the new models volume from the image. Two replicas created at once on an empty
+        # volume race to copy it (docker: "failed to mkdir .../_data/...").
+        compose(
+            work,
+            "run",
+            "--rm",
+            "--no-deps",
+            "server",
+            "python",
+            "scripts/import_models.py",
+            "check",
+            timeout=600,
+        )
         compose(work, "up", "-d", "--scale", "server=2", timeout=900)
         result["up_s"] = round(time.monotonic() - start, 1)
         ps = compose(work, "ps", "-q", "server", capture_output=True)
