@@ -8,10 +8,16 @@ multipart form against the fields the route takes, answers problems with our JSO
 hands BentoML a canonical re-encoding of the same parts: lower-case content type, fresh
 boundary, file parts named after their field. It also stamps every request with an
 X-Request-ID that the service echoes in its response.
+
+Slow senders are bounded too: a body must arrive within `read_timeout_s` (else 408
+`upload_timeout`), and the bodies being received at once may hold at most `receiving_bytes`
+(each counts for its declared Content-Length, or the body limit without one; beyond it 503
+`overloaded` with Retry-After), so stalled uploads cannot pile up memory or connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Collection, Mapping
@@ -28,7 +34,9 @@ from utils.exceptions import (
     FileTooLargeException,
     InpaintError,
     MalformedRequestException,
+    OverloadedException,
     UnsupportedMediaTypeException,
+    UploadTimeoutException,
     ValidationException,
 )
 
@@ -45,12 +53,22 @@ class RequestGuard:
     """`routes` maps each guarded path to the file fields it takes (from FILE_FIELDS)."""
 
     def __init__(
-        self, app: ASGIApp, routes: Mapping[str, Collection[str]], max_file_size: int
+        self,
+        app: ASGIApp,
+        routes: Mapping[str, Collection[str]],
+        max_file_size: int,
+        read_timeout_s: float = 60.0,
+        receiving_bytes: int | None = None,
+        retry_after_s: int = 5,
     ) -> None:
         self.app = app
         self.routes = {path: tuple(fields) for path, fields in routes.items()}
         self.max_file_size = max_file_size
         self.max_body = len(FILE_FIELDS) * max_file_size + FORM_OVERHEAD
+        self.read_timeout_s = read_timeout_s
+        self.receiving_bytes = receiving_bytes or 8 * self.max_body
+        self.retry_after_s = retry_after_s
+        self.receiving = 0  # bytes reserved by the bodies being read now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
@@ -65,7 +83,10 @@ class RequestGuard:
             finally:
                 await form.close()
         except InpaintError as error:
-            await error_response(error, request_id)(scope, receive, send)
+            response = error_response(error, request_id)
+            if isinstance(error, OverloadedException):
+                response.headers["Retry-After"] = str(self.retry_after_s)
+            await response(scope, receive, send)
             return
         raw_headers = _replace_headers(
             scope["headers"],
@@ -91,7 +112,7 @@ class RequestGuard:
                 f"the body is {int(declared)} bytes; files may be at most "
                 f"{self.max_file_size} bytes each"
             )
-        body = await _read_body(receive, self.max_body, self.max_file_size)
+        body = await self._read_bounded(receive, declared)
         form = await _parse_form(scope, body)
         try:
             self._check_form(form, file_fields)
@@ -100,6 +121,24 @@ class RequestGuard:
             await form.close()
             raise
         return form
+
+    async def _read_bounded(self, receive: Receive, declared: str | None) -> bytes:
+        expected = int(declared) if declared is not None and declared.isdigit() else self.max_body
+        if self.receiving + expected > self.receiving_bytes:
+            raise OverloadedException(
+                f"{self.receiving} upload bytes are being received already (at most "
+                f"{self.receiving_bytes}); retry shortly"
+            )
+        self.receiving += expected
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await _read_body(receive, min(expected, self.max_body), self.max_file_size)
+        except TimeoutError:
+            raise UploadTimeoutException(
+                f"the body did not arrive within {self.read_timeout_s:g} s"
+            ) from None
+        finally:
+            self.receiving -= expected
 
     def _check_form(self, form: FormData, file_fields: tuple[str, ...]) -> None:
         allowed = (*file_fields, REQUEST_FIELD)

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import REQUEST_ID_HEADER, request_id_from
-from api.metrics import metrics
+from utils.metrics import metrics
 
 logger = logging.getLogger("inpaint.access")
 

@@ -26,6 +26,14 @@ EDITOR_CSP = (
     "connect-src 'self' blob: data:; worker-src 'self' blob:"
 )
 
+# Cross-origin isolation: onnxruntime-web's threads need SharedArrayBuffer, which a browser
+# gives only to an isolated page; every subresource must then opt in (all are same-origin).
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+ASSET_HEADERS = {**ISOLATION_HEADERS, "Cross-Origin-Resource-Policy": "same-origin"}
+
 # Swagger UI and ReDoc are started by an inline script; ReDoc's sidebar would fetch its
 # vendor's logo from a CDN, which img-src forbids (the browser never sends the request).
 DOCS_CSP = (
@@ -46,13 +54,19 @@ class StaticAssets(StaticFiles):
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.setdefault("Cache-Control", "no-cache")
+        # Workers (onnxruntime-web's threads) are scripts from here: they need the headers.
+        response.headers.update(ASSET_HEADERS)
         return response
 
 
 async def editor(_: Request) -> Response:
     return FileResponse(
         WEB_STATIC / "index.html",
-        headers={"Cache-Control": "no-cache", "Content-Security-Policy": EDITOR_CSP},
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": EDITOR_CSP,
+            **ISOLATION_HEADERS,
+        },
     )
 
 

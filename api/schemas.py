@@ -273,10 +273,38 @@ class ModelReadiness(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class RateLimitCapacity(BaseModel):
+    capacity: int = Field(description="tokens a caller's bucket holds (RATE_LIMIT_CAPACITY)")
+    refill_per_s: float
+    costs: dict[str, int] = Field(description="tokens a POST takes, by route (default 1)")
+
+
+class Capacity(BaseModel):
+    """What this server takes at once (flows.capacity); batch clients size themselves by it."""
+
+    max_concurrent_requests: int = Field(
+        description="requests holding an image at once; more wait for a slot"
+    )
+    job_max_running: int = Field(description="jobs running at once; more wait, queued")
+    job_max_count: int = Field(description="jobs kept; a submit beyond them is a 503")
+    retry_after_s: int = Field(description="the Retry-After of a 503 overloaded")
+    rate_limit: RateLimitCapacity | None = Field(description="per caller; null = no limit")
+    concurrency: dict[str, int] = Field(
+        description="in-flight calls that keep this server busy: `requests` (synchronous "
+        "routes) and `jobs` (submitted, not finished)"
+    )
+
+
 class ReadyResponse(BaseModel):
     ready: bool
     problems: list[str] = Field(default_factory=list, description="why not ready")
     demo_models: bool = Field(description="true when any runner serves a tiny random model")
     models: dict[str, ModelReadiness]
     process_memory_mb: float = Field(description="resident memory of the entry process")
+    capacity: Capacity | None = Field(default=None, description="what this server takes at once")
+    jobs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where jobs live (memory or redis) and whether that store answers; a "
+        "Redis whose breaker is open refuses jobs (503) but not the synchronous routes",
+    )
     timestamp: str = Field(default_factory=utc_timestamp)

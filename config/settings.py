@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,10 +125,30 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_cache_ttl_s: int = Field(default=3600, ge=1)
 
-    # --- jobs: fill and replace with progress (api.jobs) ------------------------------------
+    # --- jobs: fill, replace and remove with progress (jobs/) -------------------------------
     job_max_count: int = Field(default=64, ge=1)  # jobs kept, finished ones included
     job_ttl_s: int = Field(default=3600, ge=1)  # a finished job is forgotten after this
-    job_max_running: int = Field(default=1, ge=1)  # the others wait, `queued`
+    job_max_running: int = Field(default=1, ge=1)  # per replica; the others wait, `queued`
+    # --- jobs across replicas (jobs/, docs/jobs.md) --------------------------------------
+    # Outstanding (queued or running) jobs per key, or per client address without keys;
+    # over it: 429 too_many_jobs with Retry-After: RETRY_AFTER_S.
+    job_max_per_key: int = Field(default=8, ge=1)
+    # Encoded upload bytes held by queued and running jobs, all replicas together.
+    job_max_queued_mb: int = Field(default=1024, ge=1)
+    # With REDIS_URL: a job whose replica died is run again by another within 2x this many
+    # seconds (streaq's idle timeout), at most JOB_MAX_TRIES times in all.
+    job_reclaim_s: float = Field(default=30.0, ge=1.0)
+    job_max_tries: int = Field(default=3, ge=1)
+    # Signed (Standard Webhooks) calls of a job's `webhook` URL when it finishes.
+    webhook_secret: str = ""  # whsec_<base64>; empty: a request naming a webhook gets 422
+    webhook_allow_private: bool = False  # allow loopback and private targets (tests, LANs)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    # A slow or frozen Redis costs a request at most REDIS_BUDGET_MS per call; after
+    # REDIS_BREAKER_FAILURES failures in a row the breaker skips Redis for REDIS_BREAKER_OPEN_S.
+    redis_budget_ms: int = Field(default=200, ge=1)
+    redis_breaker_failures: int = Field(default=3, ge=1)
+    redis_breaker_open_s: float = Field(default=5.0, gt=0)
     # --- bounded work ----------------------------------------------------------------------
     # Strips thinner than 1:MAX_ASPECT_RATIO are refused (SAM needs <= 2048: long side 1024,
     # short side >= 0.5 px); fill's upscaled canvas may hold at most MAX_CANVAS_PIXELS.
@@ -137,6 +157,11 @@ class Settings(BaseSettings):
     # Requests holding a decoded image in the entry at once; the rest wait for a slot within
     # their deadline, else 503 `overloaded` with Retry-After: RETRY_AFTER_S.
     max_concurrent_requests: int = Field(default=4, ge=1)
+    # An upload must arrive within UPLOAD_READ_TIMEOUT_S (else 408 upload_timeout), and the
+    # bodies being received at once may hold UPLOAD_RECEIVING_MB (each counts for its declared
+    # Content-Length; beyond, 503 overloaded): slow senders cannot hold memory without limit.
+    upload_read_timeout_s: float = Field(default=60.0, gt=0)
+    upload_receiving_mb: int = Field(default=256, ge=1)
     retry_after_s: int = Field(default=5, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
@@ -194,3 +219,13 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class ClientSettings(BaseSettings):
+    """What a client of a running server reads (scripts/batch.py): INPAINT_URL and
+    INPAINT_API_KEY, from the environment only (the server's .env is not the client's)."""
+
+    model_config = SettingsConfigDict(env_prefix="INPAINT_", extra="ignore", env_ignore_empty=True)
+
+    url: str = "http://localhost:8000"
+    api_key: SecretStr | None = None

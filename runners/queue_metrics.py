@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.metrics import metrics
+from utils.metrics import metrics
 
 
 @dataclass(eq=False)  # identity, not value, tells two calls apart

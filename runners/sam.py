@@ -16,9 +16,12 @@ runs on the event loop and never waits behind inference in BentoML's one-thread 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +34,7 @@ from models.store import resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, expired, runner_service_config
 from runners.sam_onnx import DecoderExport
+from utils.sam_frame import to_input_box, to_input_coords, to_model_input
 
 if TYPE_CHECKING:
     import torch
@@ -78,16 +82,14 @@ class SamRunner(ModelRunner):
         }
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decoder_thread = ThreadPoolExecutor(1, thread_name_prefix="sam-decode")
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         from models.sam_checkpoint import SamArchitecture, load_sam
 
         architecture = SamArchitecture.from_metadata(metadata["architecture"])
         self.model = load_sam(path / metadata["checkpoint_file"], architecture, device)
-        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         from runners.fast_paths import sam_decoder, sam_encoder
 
         self._encode, encoder = sam_encoder(self.model, path, device, self.threads)
@@ -125,16 +127,8 @@ class SamRunner(ModelRunner):
         model_work_started(self.kind, "embed", len(live))
         device = self.state.device
         with torch.inference_mode():
-            batch = torch.cat(
-                [
-                    self.model.preprocess(
-                        torch.tensor(jobs[i].image, device=device)
-                        .permute(2, 0, 1)
-                        .contiguous()[None]
-                    )
-                    for i in live
-                ]
-            )
+            batch = torch.from_numpy(np.stack([to_model_input(jobs[i].image) for i in live]))
+            batch = batch.to(device)
             features = self._encode(batch)
         self._count(encoder_runs=1, images_encoded=len(live))
         for i, feature in zip(live, features, strict=True):
@@ -176,7 +170,7 @@ class SamRunner(ModelRunner):
                 self._cancelled.popitem(last=False)
 
     @bentoml.api
-    def decode(
+    async def decode(
         self,
         embedding_key: str,
         original_size: list[int],
@@ -188,7 +182,25 @@ class SamRunner(ModelRunner):
         scores, for the embedding sent or else the one kept under `embedding_key`;
         {"unknown_embedding": True} when none was sent and none is kept, {"expired": True}
         when the deadline has passed. The entry upsamples the logits to masks
-        (utils.sam_frame.upsample_masks)."""
+        (utils.sam_frame.upsample_masks).
+
+        Decoding has a thread of its own: BentoML runs sync APIs on one shared thread, where
+        a click would wait for a whole encoder run of another photo."""
+        loop = asyncio.get_running_loop()
+        work = functools.partial(
+            self.decode_now, embedding_key, original_size, prompt, embedding, deadline
+        )
+        return await loop.run_in_executor(self._decoder_thread, work)
+
+    def decode_now(
+        self,
+        embedding_key: str,
+        original_size: list[int],
+        prompt: SamPrompt,
+        embedding: np.ndarray | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """`decode`, on the calling thread."""
         import torch
 
         from models.sam_prompt_decoder import prompt_points
@@ -207,8 +219,8 @@ class SamRunner(ModelRunner):
         size = (int(original_size[0]), int(original_size[1]))
         points = None
         if prompt.point_coords:
-            points = self.transform.apply_coords(np.asarray(prompt.point_coords), size)
-        box = self.transform.apply_boxes(np.asarray(prompt.box), size) if prompt.box else None
+            points = to_input_coords(prompt.point_coords, size)
+        box = to_input_box(prompt.box, size) if prompt.box else None
         coords, labels = prompt_points(points, prompt.point_labels, box)
         device = self.state.device
         with torch.inference_mode():

@@ -23,8 +23,10 @@ from config.settings import get_settings
 from models.store import SD_FOLDER, resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, runner_service_config
-from runners.sd_progress import ProgressBoard
+from runners.sd_progress import make_board
+from utils.breaker import Breaker
 from utils.masks import mask_to_png_array
+from utils.metrics import record_breaker
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +72,17 @@ class SdJob(BaseModel):
 class SdRunner(ModelRunner):
     kind = "sd"
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sd"])
-    board = ProgressBoard()
+    board = make_board(
+        settings.redis_url,
+        settings.job_ttl_s,
+        Breaker(
+            "redis (SD progress)",
+            settings.redis_budget_ms / 1000,
+            settings.redis_breaker_failures,
+            settings.redis_breaker_open_s,
+            on_change=record_breaker,
+        ),
+    )
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
         from models.sd_pipeline import load_inpaint_pipeline, native_resolution

@@ -19,8 +19,14 @@ same number of threads (every usable core, as the runners use):
 - throughput: concurrent `/segment` clients on new photos with adaptive batching on and off;
 - before: the same lone `/remove` and throughput on the settings before issue 9 (1 torch
   thread per runner, eager fp32, no compute lock, no warm-up);
+- clicks (not run unless named; scripts/bench_clicks.py): cached `/segment` vs bare predict,
+  `/embedding` as bytes vs JSON, a cached click while another photo encodes vs idle;
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
+- batch (not run unless named): photos per minute for 20 photos, one click each: the batch
+  command, a one-at-a-time loop, Inpaint-Anything's per-photo logic (scripts/bench_batch.py);
+- editor (not run unless named; needs Debian's chromium): hover-preview p50/p95 in headless
+  Chromium, fp32 vs uint8 decoder, and uint8's mask IoU vs fp32 (scripts/bench_editor.py);
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -97,8 +103,10 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
     "WARM_UP": "false",
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
-# every route's latency; HTTP vs in-process remove; the SD UNet's backends
-EXTRA_SECTIONS = ("routes", "http", "unet")
+# every route's latency; HTTP vs in-process remove; the SD UNet's backends; what a click costs;
+# scripts/batch.py; a fill as a job vs the synchronous route (scripts/bench_jobs.py; with
+# --redis-url also on the Redis store); hover previews in Chromium
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs", "editor")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -131,19 +139,15 @@ async def route_latencies(url: str, photo: np.ndarray, repeats: int) -> dict[str
 
 async def http_vs_in_process(url: str, photo: np.ndarray, repeats: int) -> dict[str, Any]:
     """`remove` over HTTP vs. the same flow in this process, both on a cached embedding."""
-    from api.schemas import RemoveRequest
+    from flows.registry import run_flow
     from service import InpaintAnything
 
     service = InpaintAnything()  # runners are instantiated locally (bentoml.depends)
     image = _variant(photo, 1)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-")) / "photo.png"
-    scratch.write_bytes(image)
-    request = RemoveRequest.model_validate(CLICK)
 
     async def in_process() -> float:
         started = time.perf_counter()
-        upload = await service._read_upload(scratch, None)
-        response = await service._remove(request, upload)
+        response = await run_flow(service.flows, "remove", CLICK, image)
         response.model_dump_json()  # the serialisation BentoML does for HTTP
         return time.perf_counter() - started
 
@@ -624,6 +628,26 @@ async def lone_remove(url: str, photo: np.ndarray, repeats: int) -> dict[str, An
     return _summary(cold)
 
 
+def run_jobs_section(
+    record: Callable[[str, Callable[[], Any]], None],
+    home: Path,
+    work: Path,
+    settings: dict[str, str],
+    photo: np.ndarray,
+    repeats: int,
+    redis_url: str,
+) -> None:
+    from scripts.bench_jobs import jobs_section
+
+    image = _variant(photo, 7)
+    stores = {"memory": settings}
+    if redis_url:
+        stores["redis"] = {**settings, "REDIS_URL": redis_url}
+    for store, env in stores.items():
+        with serving(home, work / f"serve-jobs-{store}.log", env, timeout_s=3600) as server:
+            record(f"jobs_{store}", lambda: asyncio.run(jobs_section(server.url, image, repeats)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full-size SAM vit_b + big-lama")
@@ -637,6 +661,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--redis-url", default="", help="jobs section: also on this Redis")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
 
@@ -682,8 +707,13 @@ def main() -> int:
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
-    if sections & {"server", "throughput", "routes", "http"}:
+    if sections & {"server", "throughput", "routes", "http", "clicks", "batch", "editor"}:
         with serving(home, work / "serve.log", settings, **serve) as server:
+            if "editor" in sections:
+                from scripts.bench_editor import editor_section
+
+                sam = _load_sam(tags["sam"])[0]
+                record("editor", lambda: editor_section(server.url, sam, args.agreement_cases))
             if "routes" in sections:
                 record(
                     "routes",
@@ -701,6 +731,20 @@ def main() -> int:
                         server_section(server.url, photo, tags["sam"], args.repeats)
                     ),
                 )
+            if "clicks" in sections:
+                from scripts.bench_clicks import clicks_section
+
+                record(
+                    "clicks",
+                    lambda: asyncio.run(
+                        clicks_section(server.url, photo, tags["sam"], args.repeats)
+                    ),
+                )
+            if "batch" in sections:  # photos per minute over a folder (scripts/bench_batch.py)
+                from scripts.bench_batch import batch_section
+
+                per_photo = partial(reference_remove, tags["sam"], tags["lama"], photo, 2)
+                record("batch", lambda: batch_section(server.url, photo, _variant, per_photo))
             if "throughput" in sections:
                 record(
                     "throughput_no_batching",
@@ -708,6 +752,8 @@ def main() -> int:
                         throughput(server.url, photo, args.concurrency, args.requests)
                     ),
                 )
+    if "jobs" in sections:
+        run_jobs_section(record, home, work, settings, photo, args.repeats, args.redis_url)
     if "throughput" in sections:
         batched = {**settings, "SAM_MAX_BATCH_SIZE": "4"}
         with serving(home, work / "serve-batching.log", batched, **serve) as server:

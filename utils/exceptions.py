@@ -80,6 +80,13 @@ class OverloadedException(InpaintError):
     code = "overloaded"
 
 
+class UploadTimeoutException(InpaintError):
+    """The body did not arrive within UPLOAD_READ_TIMEOUT_S (a slow or stalled sender)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    code = "upload_timeout"
+
+
 class ProcessingTimeoutException(InpaintError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "processing_timeout"

@@ -27,6 +27,8 @@ from utils.masks import mask_to_png_array
 
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF"})
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+ORIENTATION_TAG = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the sides
 _SAVE_OPTIONS: dict[str, dict[str, object]] = {
     # Lossless, and fast enough for 2048 px images (level 6 is ~3x slower for ~5% size).
     "png": {"compress_level": 3},
@@ -35,7 +37,26 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+def probe_image(data: bytes, max_pixels: int, what: str = "image") -> tuple[int, int]:
+    """(height, width) as the user sees the image (EXIF rotation applied), from its header
+    alone: the checks of `decode_image` that need no pixels (format, size, pixel limit)."""
+    image = _open_header(data, max_pixels, what)
+    height, width = image.height, image.width
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    return (width, height) if orientation in TRANSPOSED_ORIENTATIONS else (height, width)
+
+
 def _open_checked(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    image = _open_header(data, max_pixels, what)
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImageException(f"the {what} file is truncated or corrupt") from exc
+    # Clicks are given in the orientation the user sees, so honour EXIF rotation.
+    return ImageOps.exif_transpose(image)
+
+
+def _open_header(data: bytes, max_pixels: int, what: str) -> Image.Image:
     if not data:
         raise InvalidImageException(f"the {what} file is empty")
     try:
@@ -61,12 +82,7 @@ def _open_checked(data: bytes, max_pixels: int, what: str) -> Image.Image:
             f"the {what} declares {width}x{height} = {width * height} pixels; "
             f"the limit is {max_pixels}"
         )
-    try:
-        image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageException(f"the {what} file is truncated or corrupt") from exc
-    # Clicks are given in the orientation the user sees, so honour EXIF rotation.
-    return ImageOps.exif_transpose(image)
+    return image
 
 
 @dataclass(frozen=True)

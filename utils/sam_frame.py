@@ -1,10 +1,16 @@
-"""SAM's working frame, computed in the entry without torch.
+"""SAM's frame, in one place, without torch: what segment_anything's `SamPredictor` does to a
+photo and its prompts before the model, and to the logits after it.
 
-The entry sends SAM only the photo at its working size (long side 1024, as segment_anything's
-`ResizeLongestSide`) and gets back the decoder's low-resolution logits (Kx256x256 float32); it
-upsamples them itself, exactly as `Sam.postprocess_masks` does: bilinear to 1024x1024, crop the
-input size, bilinear to the original size, threshold at 0. So no full-resolution array crosses a
-process boundary, and the masks are the reference's, bit for bit.
+- `to_working_image`: the resize (long side 1024, `ResizeLongestSide.apply_image`), in the entry.
+- `to_model_input`: normalise and pad to 1024x1024 (`Sam.preprocess`), in the SAM runner.
+- `to_input_coords`, `to_input_box`: prompts in the working frame (`apply_coords`, `apply_boxes`).
+- `upsample_masks`: the logits back to masks of the photo (`Sam.postprocess_masks`), in the entry.
+
+The entry sends SAM only the photo at its working size and gets back the decoder's
+low-resolution logits (Kx256x256 float32); it upsamples them itself, exactly as
+`Sam.postprocess_masks` does: bilinear to 1024x1024, crop the input size, bilinear to the
+original size, threshold at 0. So no full-resolution array crosses a process boundary, and the
+masks are the reference's, bit for bit.
 
 `F.interpolate(mode="bilinear", align_corners=False)` on the CPU (float32) computes each source
 index as fma(scale, dst + 0.5, -0.5) and each output as fma(a, wa, b * wb), width first, then
@@ -30,6 +36,9 @@ import numpy as np
 from PIL import Image
 
 SAM_IMAGE_SIZE = 1024  # the image encoder's input side (every SAM variant)
+# Sam.pixel_mean and Sam.pixel_std: the same for every released SAM checkpoint.
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 _BAND_PIXELS = 1 << 19  # output pixels worked on at once, with ~6 bytes of scratch each
 # Both resizes are convex combinations of the logits, so OpenCV's value differs from torch's only
 # by float32 rounding of the sums (< 1e-6 * max|logit|) and by its source coordinates, which round
@@ -61,6 +70,37 @@ def to_working_image(image: np.ndarray, long_side: int = SAM_IMAGE_SIZE) -> np.n
     if (height, width) == image.shape[:2]:
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def to_model_input(working: np.ndarray, side: int = SAM_IMAGE_SIZE) -> np.ndarray:
+    """The 3xSxS float32 encoder input of an hxwx3 uint8 working image: Sam.preprocess, i.e.
+    (pixel - mean) / std in float32 (the same IEEE operations as torch's, so bit-identical),
+    then zero padding at the bottom and right."""
+    height, width = working.shape[:2]
+    if max(height, width) > side:
+        raise ValueError(f"a {width}x{height} image does not fit SAM's {side}x{side} input")
+    normalised = (working.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
+    padded = np.zeros((3, side, side), dtype=np.float32)
+    padded[:, :height, :width] = normalised.transpose(2, 0, 1)
+    return padded
+
+
+def to_input_coords(
+    points: np.ndarray | Sequence[Sequence[float]], original_size: Sequence[int]
+) -> np.ndarray:
+    """Nx2 [x, y] points of the photo in the working frame (ResizeLongestSide.apply_coords)."""
+    old_h, old_w = int(original_size[0]), int(original_size[1])
+    new_h, new_w = working_size(old_h, old_w)
+    coords = np.array(points, dtype=float)
+    coords[..., 0] = coords[..., 0] * (new_w / old_w)
+    coords[..., 1] = coords[..., 1] * (new_h / old_h)
+    return coords
+
+
+def to_input_box(box: np.ndarray | Sequence[float], original_size: Sequence[int]) -> np.ndarray:
+    """A [x0, y0, x1, y1] box in the working frame, as 1x4 (ResizeLongestSide.apply_boxes)."""
+    corners = to_input_coords(np.asarray(box, dtype=float).reshape(-1, 2, 2), original_size)
+    return corners.reshape(-1, 4)
 
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

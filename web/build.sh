@@ -13,7 +13,7 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "web/build.sh: npm is missing; install Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2
   exit 1
 fi
-echo "web: npm ci (onnxruntime-web, swagger-ui-dist, redoc; pinned in web/package-lock.json)"
+echo "web: npm ci (onnxruntime-web, swagger-ui-dist, redoc; axe-core for the tests only; pinned in web/package-lock.json)"
 # Peer dependencies (React & co.) are only for building redoc from source; its standalone
 # bundle needs none of them.
 npm ci --omit=peer --ignore-scripts --no-audit --no-fund --loglevel=error

@@ -24,6 +24,7 @@ SERVER_ENV = {
     "TORCH_THREADS": "1",
     "EMBEDDING_CACHE_SIZE": "8",
     "MAX_CANVAS_PIXELS": "2000000",  # fill's upscaled-canvas limit, reached by a 2000x50 strip
+    "ALLOWED_ORIGINS": "https://app.example",  # one origin, so CORS is checked exactly
 }
 
 

@@ -129,7 +129,8 @@ def imported_server(
     archive = workdir / "x.tar"
     _bentoml(["export", built.tag, str(archive)], base_env(built.home))
     # A second, empty store: the build's models are not visible, only what the archive carried.
-    settings = {"TORCH_THREADS": "1"}
+    # The Bento serves with ENVIRONMENT=production, which refuses an open API unless told.
+    settings = {"TORCH_THREADS": "1", "ALLOW_ANONYMOUS": "true"}
     env = {**base_env(workdir / "home"), **settings}
     _bentoml(["import", str(archive)], env)
     assert _store_tags(env) == set(built.models.values())

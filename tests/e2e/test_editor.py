@@ -30,6 +30,10 @@ pytestmark = pytest.mark.e2e
 DOG = EXAMPLES / "remove" / "dog.jpg"
 DOG_CLICK = (200, 450)
 TIMEOUT_MS = 180_000
+# axe-core, pinned in web/package.json (a devDependency: never served by the server); the
+# tests hand it to the page at a same-origin URL, so the page's CSP applies to it as well.
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_URL = "/__tests__/axe.min.js"
 
 
 @pytest.fixture
@@ -58,11 +62,38 @@ def wait_state(page: Page, *states: str) -> str:
     return page.evaluate("document.body.dataset.state")
 
 
-def open_photo(page: Page, url: str, photo: Path = DOG) -> None:
-    page.goto(f"{url}/")
+def open_photo(page: Page, url: str, photo: Path = DOG, query: str = "") -> None:
+    page.goto(f"{url}/{query}")
     assert page.evaluate("document.body.dataset.state") == "empty"
     page.set_input_files("[data-testid=open-image]", photo)
     assert wait_state(page, "ready", "error") == "ready", page.inner_text("[data-testid=error]")
+
+
+def tab_to(page: Page, selector: str, limit: int = 60) -> None:
+    """Press Tab until the focused element matches `selector`."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run web/build.sh (npm ci installs axe-core)")
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.route(
+            f"**{AXE_URL}",
+            lambda route: route.fulfill(body=AXE.read_bytes(), content_type="text/javascript"),
+        )
+        page.add_script_tag(url=AXE_URL)
+    result = page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
 
 
 def on_stage(page: Page, x: float, y: float) -> tuple[float, float]:
@@ -314,11 +345,13 @@ def test_browser_decoder_cost(
     open_photo(page, server.url)
     if mode(page) != "browser":
         pytest.fail("the browser could not run the decoder: " + page.inner_text("#decoder-note"))
-    for i in range(12):
+    # One move at a time, each waited for: moves during a decode would collapse.
+    for i in range(8):
+        done = len(page.evaluate("editorStats().decodeMs"))
         page.mouse.move(*on_stage(page, 150 + 30 * i, 300 + 10 * i))
-        time.sleep(0.15)
-    until(lambda: len(page.evaluate("editorStats().decodeMs")) >= 8, "hover decodes")
+        until(lambda n=done: len(page.evaluate("editorStats().decodeMs")) > n, "a hover decode")
     stats = page.evaluate("editorStats()")
+    previews = page.evaluate("performance.getEntriesByName('hover-preview').map((e) => e.duration)")
     # The server path a click takes without the browser decoder (embedding cached by now).
     segment_ms = []
     with httpx.Client(base_url=server.url, timeout=120) as client:
@@ -336,6 +369,8 @@ def test_browser_decoder_cost(
     assert stats["embeddingBytes"] > 0
     metrics = {
         "decode_ms_median": round(statistics.median(stats["decodeMs"]), 1),
+        "hover_preview_ms_median": round(statistics.median(previews), 1),
+        "decoder_threads": stats["threads"],
         "decodes": len(stats["decodeMs"]),
         "segment_round_trip_ms_median": round(statistics.median(segment_ms), 1),
         "embedding_response_bytes": stats["embeddingBytes"],
@@ -363,6 +398,16 @@ def test_browser_mask_math_matches_the_server(server: Server, offline: OfflinePa
     server_mask = decode_b64_mask(body["masks"][body["best_index"]])
     assert browser_mask.shape == server_mask.shape == (534, 800)
     assert (browser_mask == server_mask).mean() > 0.98
+    # What is uploaded is exactly what the canvas shows (hover previews are never uploaded).
+    page.mouse.move(0, 0)
+    shown = page.evaluate(
+        """() => {
+        const c = document.querySelector('[data-testid=mask-preview]');
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return Array.from({ length: c.width * c.height }, (_, i) => data[4 * i + 3] > 0 ? 1 : 0);
+    }"""
+    )
+    assert np.array_equal(np.asarray(shown, bool).reshape(534, 800), browser_mask)
 
     rng = np.random.default_rng(0)
     mask = rng.random((61, 97)) > 0.995
@@ -376,3 +421,230 @@ def test_browser_mask_math_matches_the_server(server: Server, offline: OfflinePa
         )
         expected = cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
         assert np.array_equal(np.asarray(dilated, bool).reshape(61, 97), expected), size
+
+
+def test_axe_finds_no_serious_violations(server: Server, offline: OfflinePage) -> None:
+    """axe-core on each screen: empty, a selection with its candidates, the result, help."""
+    page = offline.page
+    page.goto(f"{server.url}/")
+    found = {"empty": axe_violations(page)}
+    page.set_input_files("[data-testid=open-image]", DOG)
+    assert wait_state(page, "ready", "error") == "ready"
+    page.mouse.click(*on_stage(page, *DOG_CLICK))
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    found["selected"] = axe_violations(page)
+    page.click("[data-testid=action-remove]")
+    assert wait_state(page, "done", "error") == "done"
+    found["result"] = axe_violations(page)
+    page.keyboard.press("?")
+    found["help"] = axe_violations(page)
+    assert found == {"empty": [], "selected": [], "result": [], "help": []}
+    assert offline.external == [] and offline.errors == []
+
+
+def test_keyboard_only_remove(server: Server, offline: OfflinePage, tmp_path: Path) -> None:
+    """Open, select with the crosshair, choose a candidate and a tab, remove, download: all
+    by keyboard. Enter on a focused button acts on that button, not on the edit."""
+    page = offline.page
+    # Listening before the key press: Playwright intercepts the chooser from then on.
+    page.on("filechooser", lambda chooser: chooser.set_files(DOG))
+    page.goto(f"{server.url}/")
+    tab_to(page, "#open-button")
+    page.keyboard.press("Enter")
+    assert wait_state(page, "ready", "error") == "ready"
+
+    tab_to(page, "[data-testid=stage]")
+    assert page.is_visible("[data-testid=crosshair]")
+    # The crosshair starts at the centre (400, 267); a step is 1/100 of the long side (8 px),
+    # ten with Shift.
+    for key, times in (("Shift+ArrowLeft", 2), ("ArrowLeft", 5), ("Shift+ArrowDown", 2)):
+        for _ in range(times):
+            page.keyboard.press(key)
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    assert page.get_attribute("[data-testid=stage]", "aria-valuetext") == "crosshair at 200, 451"
+    page.keyboard.press("Enter")
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    assert mask_area(page) > 0
+
+    tab_to(page, "[data-testid=candidate-3]")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.body.dataset.state") == "ready", "Enter ran the edit"
+    assert page.get_attribute("[data-testid=candidate-3]", "aria-pressed") == "true"
+    tab_to(page, "[role=tab][aria-selected=true]")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-fill", "aria-selected") == "true"
+    assert page.evaluate("document.activeElement.id") == "tab-fill"
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute("#tab-remove", "aria-selected") == "true"
+    tab_to(page, "[role=radio][aria-checked=true][data-tool]")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("[data-testid=brush]", "aria-checked") == "true"
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute("#tool-sam", "aria-checked") == "true"
+
+    data_url = page.evaluate("editorMaskPng()")
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as upload:
+        selected = np.asarray(upload.convert("L")) > 0
+    tab_to(page, "[data-testid=action-remove]")
+    page.keyboard.press("Enter")
+    assert wait_state(page, "done", "error") == "done", page.inner_text("[data-testid=error]")
+    tab_to(page, "[data-testid=download]")
+    with page.expect_download() as download_info:
+        page.keyboard.press("Enter")
+    saved = tmp_path / "result.png"
+    download_info.value.save_as(saved)
+    with Image.open(saved) as image:
+        assert image.size == (800, 534)
+        changed = np.any(np.asarray(image.convert("RGB")) != load_rgb(DOG), axis=-1)
+    assert changed.any()
+    assert not (changed & ~dilate(selected, 15 + 4)).any()
+    assert offline.external == [] and offline.errors == []
+
+
+def test_a_refused_photo_never_selects_with_the_previous_embedding(
+    server: Server, offline: OfflinePage, tmp_path: Path
+) -> None:
+    page = offline.page
+    open_photo(page, server.url)
+    # More pixels than the server's MAX_IMAGE_PIXELS (6 MP): the browser opens it, the
+    # server refuses it.
+    large = tmp_path / "large.png"
+    Image.new("RGB", (2600, 2400), (90, 120, 150)).save(large)
+    page.evaluate("document.body.dataset.state = 'opening'")
+    page.set_input_files("[data-testid=open-image]", large)
+    assert wait_state(page, "ready", "error") == "error"
+    decodes = len(page.evaluate("editorStats().decodeMs"))
+    page.mouse.move(*on_stage(page, 1200, 1000))
+    page.mouse.click(*on_stage(page, 1300, 1200))
+    time.sleep(0.5)
+    assert "refused this photo" in page.inner_text("[data-testid=error]")
+    assert mask_area(page) == 0 and painted_pixels(page) == 0
+    stats = page.evaluate("editorStats()")
+    assert len(stats["decodeMs"]) == decodes and stats["segmentMs"] == []
+    assert page.locator("#candidates button").count() == 0
+
+
+def test_a_failed_decoder_load_is_retried(server: Server, offline: OfflinePage) -> None:
+    """A decoder that failed to load (here a 401, as before an API key is given) is tried
+    again with the next photo, not given up for the session."""
+    page = offline.page
+    calls: list[str] = []
+
+    def first_refused(route) -> None:
+        calls.append(route.request.url)
+        if len(calls) == 1:
+            route.fulfill(status=401, content_type="application/json", body="{}")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/sam-decoder.onnx*", first_refused)
+    page.goto(f"{server.url}/")
+    until(lambda: "Live preview off" in page.inner_text("#decoder-note"), "the failed load")
+    page.set_input_files("[data-testid=open-image]", DOG)
+    assert wait_state(page, "ready", "error") == "ready"
+    assert mode(page) == "browser" and len(calls) == 2
+    assert "Live preview: fp32" in page.inner_text("#decoder-note")
+
+
+def test_undo_history_stays_within_its_byte_budget(server: Server, offline: OfflinePage) -> None:
+    """40 edits of a 24-MP photo's mask: the history keeps them within its budget (raw, they
+    would be 960 MB), and undo gives back each mask exactly."""
+    page = offline.page
+    page.goto(f"{server.url}/")
+    report = page.evaluate(
+        """async () => {
+        const { History, HISTORY_BUDGET_BYTES } = await import('/static/js/history.js');
+        const width = 6000, height = 4000;
+        const sums = [];
+        const history = new History();
+        for (let i = 0; i < 40; i += 1) {
+            const mask = new Uint8Array(width * height);
+            for (let y = 100 + i * 20; y < 2000 + i * 20; y += 1) {
+                mask.fill(1, y * width + 100 + i * 50, y * width + 3000 + i * 50 - (y % 7));
+            }
+            let sum = 0;
+            for (let j = 0; j < mask.length; j += 1) sum += mask[j] * (j % 9973);
+            sums.push(sum);
+            history.push({ mask, points: [], box: null, lowRes: new Float32Array(256 * 256) });
+        }
+        const kept = history.past.length;
+        const bytes = history.bytes;
+        const restored = [];
+        for (let k = 0; k < 5; k += 1) {
+            const { mask } = history.undo();
+            let sum = 0;
+            for (let j = 0; j < mask.length; j += 1) sum += mask[j] * (j % 9973);
+            restored.push(sum);
+        }
+        // Noise compresses badly: the budget then drops old entries instead of growing.
+        const noisy = new History();
+        for (let i = 0; i < 4; i += 1) {
+            const mask = new Uint8Array(width * height);
+            for (let j = 0; j < mask.length; j += 1) mask[j] = Math.random() < 0.5 ? 1 : 0;
+            noisy.push({ mask, points: [], box: null, lowRes: null });
+        }
+        return {
+            kept, bytes, budget: HISTORY_BUDGET_BYTES, restored,
+            expected: sums.slice(-6, -1).reverse(), noisyBytes: noisy.bytes,
+        };
+    }"""
+    )
+    assert report["kept"] == 39, "all 39 earlier masks fit"
+    assert 0 < report["bytes"] <= report["budget"] <= 64 * 1024 * 1024
+    assert report["restored"] == report["expected"]
+    assert report["noisyBytes"] <= report["budget"]
+
+
+def test_the_page_is_isolated_and_decodes_with_threads(
+    server: Server, offline: OfflinePage
+) -> None:
+    """COOP/COEP make the page cross-origin isolated, so onnxruntime-web runs with the
+    cores the browser reports; each hover preview is a performance.measure."""
+    page_headers = httpx.get(f"{server.url}/").headers
+    assert page_headers["cross-origin-opener-policy"] == "same-origin"
+    assert page_headers["cross-origin-embedder-policy"] == "require-corp"
+    asset = httpx.get(f"{server.url}/static/vendor/ort-wasm-simd-threaded.mjs").headers
+    assert asset["cross-origin-embedder-policy"] == "require-corp"
+    assert asset["cross-origin-resource-policy"] == "same-origin"
+
+    page = offline.page
+    open_photo(page, server.url)
+    assert page.evaluate("crossOriginIsolated") is True
+    stats = page.evaluate("editorStats()")
+    cores = page.evaluate("navigator.hardwareConcurrency")
+    assert mode(page) == "browser" and stats["threads"] == cores
+    assert f"{cores} thread" in page.inner_text("#decoder-note")
+    for i in range(6):
+        page.mouse.move(*on_stage(page, 150 + 40 * i, 300 + 20 * i))
+        time.sleep(0.2)
+    until(
+        lambda: page.evaluate("performance.getEntriesByName('hover-preview').length") >= 1,
+        "a hover-preview measure",
+    )
+    durations = page.evaluate(
+        "performance.getEntriesByName('hover-preview').map((e) => e.duration)"
+    )
+    assert all(d > 0 for d in durations)
+    # Moves that arrive during a decode collapse: never more previews than moves.
+    assert len(durations) <= 6
+    assert offline.errors == []
+
+
+def test_the_uint8_decoder_in_the_page(server: Server, offline: OfflinePage) -> None:
+    page = offline.page
+    open_photo(page, server.url, query="?decoder=uint8")
+    assert mode(page) == "browser"
+    stats = page.evaluate("editorStats()")
+    uint8 = httpx.get(f"{server.url}/api/v1/sam-decoder.onnx", params={"precision": "uint8"})
+    assert stats["variant"] == "uint8" and stats["modelBytes"] == len(uint8.content)
+    assert page.input_value("[data-testid=decoder-variant]") == "uint8"
+    page.mouse.click(*on_stage(page, *DOG_CLICK))
+    page.locator("#candidates button").nth(2).wait_for(timeout=TIMEOUT_MS)
+    assert mask_area(page) > 0
+    # Switching back loads fp32 and keeps the photo's embedding.
+    page.select_option("[data-testid=decoder-variant]", "fp32")
+    until(lambda: page.evaluate("editorStats().variant") == "fp32", "the fp32 decoder")
+    page.mouse.click(*on_stage(page, 300, 200))
+    until(lambda: len(page.evaluate("editorStats().decodeMs")) >= 2, "a decode with fp32")
+    assert offline.errors == []

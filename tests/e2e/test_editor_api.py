@@ -120,6 +120,33 @@ def test_embedding_is_the_cached_sam_embedding(client: httpx.Client) -> None:
     assert segmented.json()["metadata"]["embedding_cached"] is True  # no encoder run
 
 
+def test_embedding_as_raw_bytes_is_the_json_array(client: httpx.Client) -> None:
+    rgb = load_rgb(example_path(PORTRAIT))
+    image = png_bytes(np.ascontiguousarray(rgb[::-1]))  # a photo no other test sends
+    files = {"image": ("p.png", image, "image/png")}
+    binary = client.post(
+        "/api/v1/embedding", files=files, headers={"Accept": "application/octet-stream"}
+    )
+    assert binary.status_code == 200, binary.text
+    assert binary.headers["content-type"] == "application/octet-stream"
+    assert binary.headers["x-embedding-shape"] == "1,256,64,64"
+    assert binary.headers["x-embedding-dtype"] == "float32"
+    assert binary.headers["x-embedding-cached"] == "false"
+    assert int(binary.headers["x-embedding-bytes"]) == len(binary.content) == 4 * 256 * 64 * 64
+    assert binary.headers["x-original-size"] == "640,503"
+    assert binary.headers["x-input-size"] == "1024,805"
+    as_json = _embedding(client, image)  # the same photo, now cached: the same array
+    assert binary.headers["x-embedding-key"] == as_json["key"]
+    assert binary.headers["x-model"] == as_json["model"]
+    assert binary.content == base64.b64decode(as_json["embedding"])
+    refused = client.post(
+        "/api/v1/embedding",
+        files={"image": ("p.png", b"not an image", "image/png")},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert_error(refused, 400, "invalid_image")
+
+
 def test_embedding_of_a_portrait_photo_reports_its_sizes(client: httpx.Client) -> None:
     embedded = _embedding(client, example_path(PORTRAIT).read_bytes())
     assert embedded["original_size"] == [640, 503]
@@ -202,3 +229,35 @@ def test_openapi_lists_the_editor_routes(server: Server) -> None:
     assert "422" in paths["/api/v1/embedding"]["post"]["responses"]
     decoder = paths[DECODER]["get"]["responses"]
     assert {"200", "304"} <= set(decoder)
+
+
+def test_uint8_decoder_is_smaller_and_agrees_with_fp32(client: httpx.Client, decoder) -> None:
+    """`?precision=uint8`: the quantized decoder, same interface, a fraction of the size, and
+    masks that mostly agree with fp32's (the tiny random-weight model; the full-size
+    figures are in docs/benchmarks.md)."""
+    import onnxruntime
+
+    fp32 = client.get(DECODER)
+    response = client.get(DECODER, params={"precision": "uint8"})
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] != fp32.headers["etag"]
+    assert len(response.content) < 0.5 * len(fp32.content)
+    again = client.get(
+        DECODER, params={"precision": "uint8"}, headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304
+    quantized = onnxruntime.InferenceSession(response.content, providers=["CPUExecutionProvider"])
+    assert [i.name for i in quantized.get_inputs()] == [i.name for i in decoder.get_inputs()]
+    case = LANDSCAPE
+    embedded = _embedding(client, example_path(case).read_bytes())
+    point = [[0.5 * case["width"], 0.5 * case["height"]]]
+    exact = _decode_in_onnx(decoder, embedded, point, [1])[0][0, 1:] > 0
+    approx = _decode_in_onnx(quantized, embedded, point, [1])[0][0, 1:] > 0
+    assert 0 < exact.sum() < exact.size
+    iou = (exact & approx).sum() / (exact | approx).sum()
+    assert iou > 0.8, iou
+
+
+def test_decoder_precision_is_validated(client: httpx.Client) -> None:
+    response = client.get(DECODER, params={"precision": "int4"})
+    assert_error(response, 422, "validation_error", "precision")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import SERVER_ENV, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -53,16 +53,30 @@ def test_docs_cover_every_route(server: Server) -> None:
     assert "error" in spec["components"]["schemas"]["ErrorResponse"]["properties"]
 
 
-def test_cors_headers_on_success_and_error(server: Server) -> None:
-    origin = {"Origin": "https://app.example"}
-    assert httpx.get(f"{server.url}/api/v1/health", headers=origin).headers[
-        "access-control-allow-origin"
-    ] in ("*", "https://app.example")
+def test_cors_is_exactly_as_configured(server: Server) -> None:
+    allowed = SERVER_ENV["ALLOWED_ORIGINS"]
+    origin = {"Origin": allowed}
+    health = httpx.get(f"{server.url}/api/v1/health", headers=origin)
+    assert health.headers["access-control-allow-origin"] == allowed
+    # Our own error responses carry it too (CORS is the outermost middleware of ours).
     error = httpx.post(f"{server.url}/api/v1/remove", json={}, headers=origin)
     assert error.status_code == 415
-    assert "access-control-allow-origin" in error.headers
+    assert error.headers["access-control-allow-origin"] == allowed
     preflight = httpx.options(
         f"{server.url}/api/v1/remove",
         headers={**origin, "Access-Control-Request-Method": "POST"},
     )
     assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == allowed
+    # Any other origin gets no CORS grant, on a simple request and on a preflight.
+    other = {"Origin": "https://elsewhere.example"}
+    assert (
+        "access-control-allow-origin"
+        not in httpx.get(f"{server.url}/api/v1/health", headers=other).headers
+    )
+    refused = httpx.options(
+        f"{server.url}/api/v1/remove",
+        headers={**other, "Access-Control-Request-Method": "POST"},
+    )
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers

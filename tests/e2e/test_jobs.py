@@ -182,9 +182,10 @@ def test_bad_job_input_is_refused_before_a_job_exists(client: httpx.Client) -> N
 
 def test_openapi_documents_the_jobs_api(server: Server) -> None:
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
-    for route in ("fill", "replace"):
+    for route in ("fill", "replace", "remove"):
         responses = paths[f"/api/v1/jobs/{route}"]["post"]["responses"]
         assert "202" in responses and "200" not in responses and "422" in responses
+        assert "429" in responses and "409" in responses
     status = paths["/api/v1/jobs/{job_id}"]
     assert {"get", "delete"} <= set(status) and "404" in status["get"]["responses"]
     result = paths["/api/v1/jobs/{job_id}/result"]["get"]["responses"]

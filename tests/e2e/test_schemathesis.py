@@ -40,7 +40,15 @@ from tests.e2e.conftest import SERVER_ENV
 pytestmark = pytest.mark.e2e
 
 # Cheap SD runs; a schema that states the limit keeps generated steps within it.
-FUZZ_ENV = {**SERVER_ENV, "MAX_INFERENCE_STEPS": "3", "DEFAULT_INFERENCE_STEPS": "2"}
+# One client sends every generated job: the per-key and server-wide job caps (429, 503, tested
+# in test_scale_out.py) would refuse valid submits here, so they are out of the way.
+FUZZ_ENV = {
+    **SERVER_ENV,
+    "MAX_INFERENCE_STEPS": "3",
+    "DEFAULT_INFERENCE_STEPS": "2",
+    "JOB_MAX_PER_KEY": "1000",
+    "JOB_MAX_COUNT": "1000",
+}
 # (method, path, examples per generation mode). The upload routes carry the risk.
 OPERATIONS = [
     ("POST", "/api/v1/segment", 160),

@@ -81,7 +81,7 @@ def test_sam_masks_are_sam_predictors_on_the_example_photos(
     with Image.open(EXAMPLES_DIR / name) as photo:
         image = np.asarray(photo.convert("RGB"))
     size = image.shape[:2]
-    result = sam.decode(
+    result = sam.decode_now(
         embedding_key=name,
         embedding=sam.embed(_jobs(image))[0],
         original_size=list(size),
@@ -111,22 +111,22 @@ def test_sam_decodes_the_embeddings_it_keeps_by_key(
     encoded = SamJob(image=to_working_image(_photo(32, 48, 20)), key="encoded")
     embedding = sam.embed([encoded])[0]
     sent = sam.embed(_jobs(_photo(32, 48, 21)))[0]  # no key: kept only once sent
-    assert sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt) == {
+    assert sam.decode_now(embedding_key="sent", original_size=[32, 48], prompt=prompt) == {
         "unknown_embedding": True
     }
-    with_embedding = sam.decode(
+    with_embedding = sam.decode_now(
         embedding_key="sent", embedding=sent, original_size=[32, 48], prompt=prompt
     )
-    by_key = sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt)
+    by_key = sam.decode_now(embedding_key="sent", original_size=[32, 48], prompt=prompt)
     np.testing.assert_array_equal(by_key["low_res_logits"], with_embedding["low_res_logits"])
-    from_encoder = sam.decode(embedding_key="encoded", original_size=[32, 48], prompt=prompt)
-    expected = sam.decode(
+    from_encoder = sam.decode_now(embedding_key="encoded", original_size=[32, 48], prompt=prompt)
+    expected = sam.decode_now(
         embedding_key="other", embedding=embedding, original_size=[32, 48], prompt=prompt
     )
     np.testing.assert_array_equal(from_encoder["low_res_logits"], expected["low_res_logits"])
     assert not np.array_equal(from_encoder["low_res_logits"], by_key["low_res_logits"])
     # "sent" was used before "encoded" and "other" were: it is the one forgotten.
-    forgotten = sam.decode(embedding_key="sent", original_size=[32, 48], prompt=prompt)
+    forgotten = sam.decode_now(embedding_key="sent", original_size=[32, 48], prompt=prompt)
     assert forgotten == {"unknown_embedding": True}
 
 
@@ -137,7 +137,7 @@ def test_sam_skips_work_past_its_deadline(sam: SamRunner) -> None:
         _jobs(_photo(32, 48, 8), deadline=past) + _jobs(_photo(32, 48, 9), deadline=future)
     )
     assert late.size == 0 and live.shape == (256, 64, 64)
-    expired = sam.decode(
+    expired = sam.decode_now(
         embedding_key="live",
         embedding=live,
         original_size=[32, 48],

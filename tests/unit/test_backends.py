@@ -17,6 +17,7 @@ from models.sam_agreement import decoder_agreement, example_cases, mask_agreemen
 from models.sam_checkpoint import SAM_ARCHITECTURES, load_sam
 from models.sam_prompt_decoder import PromptDecoder, prompt_points
 from tests.conftest import LAMA_DATA_DIR
+from tests.host_cpu import needs_bf16
 from tooling.tiny import write_random_sam_checkpoint
 
 PARITY = LAMA_DATA_DIR / "parity"
@@ -129,7 +130,7 @@ def test_openvino_fp32_sam_decoder_gives_eager_masks_and_scores(
     torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(not backends.host_has_bf16(), reason="the CPU has no bf16 hardware")
+@needs_bf16
 def test_openvino_bf16_sam_decoder_agrees_after_an_fp32_compile(
     tiny_sam: torch.nn.Module, sam_cache: Path
 ) -> None:

@@ -34,7 +34,7 @@ from config.settings import Settings
 from tests.conftest import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
-SOURCE_PACKAGES = ("api", "config", "flows", "models", "runners", "utils")
+SOURCE_PACKAGES = ("api", "config", "flows", "jobs", "models", "runners", "utils")
 
 
 # What web/build.sh vendors; the Bento must carry it (the Dockerfile builds it in a stage).

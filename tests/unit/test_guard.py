@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -216,3 +218,66 @@ async def test_broken_multipart_is_a_400(client: httpx.AsyncClient) -> None:
 async def test_other_routes_and_methods_pass_through(client: httpx.AsyncClient) -> None:
     assert (await client.post("/other", json={"a": 1})).status_code == 200
     assert (await client.get(PATH)).status_code == 405
+
+
+async def test_a_stalled_upload_gets_408_and_frees_its_reservation() -> None:
+    """A Content-Length larger than what is sent: the body never ends; the deadline does."""
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a stalled upload must not reach the app")
+
+    guard = RequestGuard(inner, routes={PATH: ("image",)}, max_file_size=LIMIT, read_timeout_s=0.2)
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": b"--x\r\n", "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(3600)  # the sender stalls
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "headers": [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-length", b"5000"),
+        ],
+    }
+    await guard(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "upload_timeout"
+    assert guard.receiving == 0
+
+
+async def test_bytes_being_received_at_once_are_capped() -> None:
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("refused before the app")
+
+    guard = RequestGuard(
+        inner, routes={PATH: ("image",)}, max_file_size=LIMIT, receiving_bytes=4096
+    )
+    guard.receiving = 4000  # other uploads in progress
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "headers": [
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-length", b"500"),
+        ],
+    }
+    await guard(scope, None, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"5") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["error"]["code"] == "overloaded"
+    assert guard.receiving == 4000

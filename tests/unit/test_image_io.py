@@ -22,6 +22,7 @@ from utils.image_io import (
     encode_image,
     encode_mask_base64,
     encode_result,
+    probe_image,
 )
 
 
@@ -223,3 +224,18 @@ def test_cmyk_jpeg_becomes_rgb_and_its_cmyk_profile_is_not_carried() -> None:
     decoded = decode_image(buffer.getvalue(), 100)
     assert decoded.rgb.shape == (3, 4, 3) and decoded.icc_profile is None
     assert decoded.rgb[..., 0].min() > 200 and decoded.rgb[..., 1:].max() < 60
+
+
+def test_probe_reads_the_size_from_the_header_as_the_user_sees_it() -> None:
+
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: shown 30 wide, 50 high
+    Image.new("RGB", (50, 30), (1, 2, 3)).save(buffer, format="JPEG", exif=exif)
+    data = buffer.getvalue()
+    assert probe_image(data, 10_000) == (50, 30)
+    assert decode_image(data, 10_000).rgb.shape[:2] == (50, 30)
+    with pytest.raises(ImageTooLargeException):
+        probe_image(data, 1000)
+    with pytest.raises(InvalidImageException):
+        probe_image(b"not an image", 10_000)

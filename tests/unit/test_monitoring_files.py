@@ -10,12 +10,16 @@ from typing import Any
 
 import yaml
 
-from api.metrics import Metrics, metrics
 from tests.conftest import REPO_ROOT
+from utils.metrics import Metrics, metrics
 
 DEPLOY = REPO_ROOT / "deploy"
 DOCKER = REPO_ROOT / "docker"
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
 # BentoML's own metrics that the dashboard shows (BentoML 1.4's names).
 BENTOML_METRICS = {
     "bentoml_service_request_duration_seconds_bucket",

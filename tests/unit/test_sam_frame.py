@@ -12,6 +12,9 @@ from tests.conftest import EXAMPLES_DIR
 from utils import sam_frame
 from utils.sam_frame import (
     _bilinear_rows,  # noqa: PLC2701 - the kernel itself is the subject
+    to_input_box,
+    to_input_coords,
+    to_model_input,
     to_working_image,
     upsample_masks,
     working_size,
@@ -24,6 +27,38 @@ SIZES = [(1, 2048), (3, 5000), (5, 20000), (600, 800), (1024, 1024), (1500, 700)
 def test_working_size_is_resize_longest_side(height: int, width: int) -> None:
     assert working_size(height, width) == ResizeLongestSide.get_preprocess_shape(
         height, width, 1024
+    )
+
+
+def _preprocess_reference(working: np.ndarray) -> np.ndarray:
+    """Sam.preprocess, as segment_anything writes it, on the model's own buffers."""
+    from segment_anything import sam_model_registry
+
+    sam = sam_model_registry["vit_b"]()  # random weights: only pixel_mean/std matter here
+    pixels = torch.as_tensor(working).permute(2, 0, 1).contiguous()[None]
+    with torch.inference_mode():
+        return sam.preprocess(pixels)[0].numpy()
+
+
+def test_model_input_is_sam_preprocess() -> None:
+    rng = np.random.default_rng(0)
+    working = rng.integers(0, 256, size=(683, 1024, 3), dtype=np.uint8)
+    reference = _preprocess_reference(working)
+    ours = to_model_input(working)
+    assert ours.shape == reference.shape == (3, 1024, 1024)
+    np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.parametrize(("height", "width"), [(600, 800), (1500, 700), (7, 9), (3, 5000)])
+def test_prompt_coordinates_are_resize_longest_side(height: int, width: int) -> None:
+    transform = ResizeLongestSide(1024)
+    points = np.array([[0.0, 0.0], [width * 0.37, height * 0.81], [width, height]])
+    box = np.array([width * 0.1, height * 0.2, width * 0.9, height * 0.7])
+    np.testing.assert_array_equal(
+        to_input_coords(points, (height, width)), transform.apply_coords(points, (height, width))
+    )
+    np.testing.assert_array_equal(
+        to_input_box(box, (height, width)), transform.apply_boxes(box, (height, width))
     )
 
 

@@ -15,10 +15,11 @@ from PIL import Image
 
 from config.settings import get_settings
 from models import backends
-from models.backends import BackendChoice, accelerate, host_has_bf16
+from models.backends import BackendChoice, accelerate
 from models.sd_pipeline import load_inpaint_pipeline
 from models.sd_unet import UNetCore, added_inputs, compiled_forward, example_inputs, unsupported
 from runners import fast_paths
+from tests.host_cpu import needs_bf16
 from tooling.tiny import TINY_INPAINTING_UNET, build_tiny_sd_inpainting_dir
 
 CPU = torch.device("cpu")
@@ -254,7 +255,7 @@ def test_cuda_keeps_the_torch_unet() -> None:
     assert details == {"backend": "torch-cuda", "precision": "fp16"}
 
 
-@pytest.mark.skipif(not host_has_bf16(), reason="the CPU has no bf16 hardware")
+@needs_bf16
 def test_openvino_bf16_unet_stays_close_to_eager_after_an_fp32_compile(
     load: Callable[[], Any], configure: Callable[..., None], shared_cache: Path
 ) -> None:

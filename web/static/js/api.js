@@ -20,11 +20,12 @@ function withKey(init) {
 
 /**
  * fetch() with the API key this browser was given (servers with API_KEYS set answer 401
- * without one): on a 401 the user is asked once for a key, which is kept in localStorage.
+ * without one): on a 401 the user is asked for a key (unless `ask` is false), which is kept
+ * in localStorage.
  */
-export async function send(url, init = {}) {
+export async function send(url, init = {}, { ask = true } = {}) {
   const response = await fetch(url, withKey(init));
-  if (response.status !== 401) return response;
+  if (response.status !== 401 || !ask) return response;
   const key = window.prompt('This server needs an API key:')?.trim();
   if (!key) return response;
   localStorage.setItem(KEY_STORAGE, key);
@@ -63,9 +64,32 @@ export async function getJson(url, { signal } = {}) {
   return parse(await send(url, { signal }));
 }
 
-/** SAM's image embedding of the photo (served from the server's embedding cache). */
-export function fetchEmbedding(image, options) {
-  return postForm('embedding', { image }, options);
+const sizeHeader = (response, name) => response.headers.get(name).split(',').map(Number);
+
+/**
+ * SAM's image embedding of the photo (served from the server's embedding cache), as raw
+ * float32 bytes (4 MiB, not 5.6 MB of base64): the fields the JSON form has, with
+ * `embedding` a Float32Array.
+ */
+export async function fetchEmbedding(image, { signal } = {}) {
+  const response = await send(`${API}/embedding`, {
+    method: 'POST',
+    body: formOf({ image }),
+    headers: { Accept: 'application/octet-stream' },
+    signal,
+  });
+  if (!response.ok || response.headers.get('Content-Type') !== 'application/octet-stream') {
+    return parse(response); // an error in our JSON shape (or a server without the binary form)
+  }
+  return {
+    embedding: new Float32Array(await response.arrayBuffer()),
+    dtype: response.headers.get('X-Embedding-Dtype'),
+    shape: sizeHeader(response, 'X-Embedding-Shape'),
+    input_size: sizeHeader(response, 'X-Input-Size'),
+    original_size: sizeHeader(response, 'X-Original-Size'),
+    key: response.headers.get('X-Embedding-Key'),
+    model: response.headers.get('X-Model'),
+  };
 }
 
 /** The server-side segmentation: the fallback when the browser cannot run the decoder. */

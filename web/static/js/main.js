@@ -2,14 +2,14 @@
 // run remove / fill / replace on exactly that mask, compare, download, keep editing.
 
 import { ApiError, fetchEmbedding, segment } from './api.js';
-import { Decoder, lowResOf } from './decoder.js';
+import { Decoder, VARIANTS, lowResOf } from './decoder.js';
 import { History } from './history.js';
 import { Cancelled, progressText, runEdit } from './jobs.js';
 import {
   area, dilate, maskCanvas, maskFromLogits, maskFromPng, maskToPng, paintStroke,
 } from './maskops.js';
 import { Versions, showResult } from './result.js';
-import { installShortcuts } from './shortcuts.js';
+import { installShortcuts, rovingGroup } from './shortcuts.js';
 import { Stage, drawMarks } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
@@ -17,22 +17,30 @@ const MASK_RGBA = [79, 140, 255, 255];
 const HOVER_RGBA = [255, 214, 79, 200];
 const DILATION_RGBA = [255, 255, 255, 255];
 const DEFAULT_KERNELS = { remove: 15, fill: 50, replace: 0 };
+// Hover previews decode at this long side and are scaled on the canvas; a click decodes at
+// the photo's size, and that mask is the one shown and uploaded.
+const PREVIEW_LONG_SIDE = 256;
+const VARIANT_STORAGE = 'inpaint-decoder-variant';
 
 const state = {
   photo: null, // {blob, width, height}
   embedding: null,
   decoder: null,
   decoderPromise: null,
+  decoderVariant: 'fp32',
   candidates: null, // {result | masks, scores, chosen, fromServer}
   hover: null, // mask (decoder output size) under the cursor
   hoverBusy: false,
-  hoverNext: null,
+  hoverNext: null, // {point, timeStamp}: the latest hover; older ones are dropped
   action: 'remove',
   kernels: { ...DEFAULT_KERNELS },
   running: null, // AbortController of the edit in flight
   result: null, // the last edit's image (Blob)
   photoToken: 0,
-  stats: { decodeMs: [], segmentMs: [], embeddingBytes: 0, modelBytes: 0, mode: 'none' },
+  stats: {
+    decodeMs: [], segmentMs: [], embeddingBytes: 0, modelBytes: 0, mode: 'none',
+    variant: '', threads: 0, webgpu: 'navigator.gpu' in globalThis.navigator,
+  },
 };
 
 const emptySelection = () => ({ mask: null, points: [], box: null, lowRes: null });
@@ -42,7 +50,7 @@ let maskLayer = null; // the current mask drawn once, reused for every hover fra
 let stroke = null;
 
 const stage = new Stage($('stage'), $('drop-zone'), {
-  onHover: (point) => requestHover(point),
+  onHover: (point, timeStamp) => requestHover(point, timeStamp),
   onLeave: () => { state.hoverNext = null; state.hover = null; renderMask(); },
   onPoint: (point) => select({ point }),
   onBoxDrag: (box) => drawMarks($('marks'), current().points, box, stage.ratio),
@@ -72,16 +80,37 @@ function currentMask() {
 
 // --- opening a photo --------------------------------------------------------------------------
 
-function loadDecoder() {
-  state.decoderPromise ??= Decoder.create().then(
-    (decoder) => { state.decoder = decoder; state.stats.modelBytes = decoder.modelSize; return decoder; },
+/**
+ * The browser decoder of the chosen variant: loading, loaded, or retried when the last try
+ * failed (a 401 before the API key was given, the server not ready yet). `ask`: whether a
+ * 401 asks for the key (not while warming up, before the user did anything).
+ */
+function loadDecoder({ ask = true } = {}) {
+  const variant = state.decoderVariant;
+  if (state.decoderPromise?.variant === variant) return state.decoderPromise;
+  const promise = Decoder.create(variant, { ask }).then(
+    (decoder) => {
+      if (state.decoderPromise !== promise) return decoder;
+      state.decoder = decoder;
+      state.stats.modelBytes = decoder.modelSize;
+      Object.assign(state.stats, { variant, threads: decoder.info.threads });
+      const { threads, reason } = decoder.info;
+      $('decoder-note').textContent = `Live preview: ${variant} decoder, WebAssembly SIMD, `
+        + `${threads} thread${threads === 1 ? '' : 's'}${reason ? ` (${reason})` : ''}.`;
+      return decoder;
+    },
     (error) => {
       console.warn('decoder unavailable, clicks use /api/v1/segment:', error);
-      $('decoder-note').textContent = `Live preview off (${error.message}); clicks ask the server.`;
+      if (state.decoderPromise === promise) {
+        state.decoderPromise = null; // the next photo tries again
+        $('decoder-note').textContent = `Live preview off (${error.message}); clicks ask the server.`;
+      }
       return null;
     },
   );
-  return state.decoderPromise;
+  promise.variant = variant;
+  state.decoderPromise = promise;
+  return promise;
 }
 
 async function openPhoto(blob, { keepVersions = false } = {}) {
@@ -115,24 +144,27 @@ async function openPhoto(blob, { keepVersions = false } = {}) {
   renderCandidates();
   setState('embedding', `Reading the photo (${bitmap.width}×${bitmap.height})…`);
 
-  const [embedding, decoder] = await Promise.all([
-    fetchEmbedding(blob).catch((error) => error),
-    loadDecoder(),
-  ]);
+  // Nothing may select against the previous photo while this one is read (or refused).
+  state.stats.mode = 'none';
+  state.decoder?.clearEmbedding();
+  // The embedding first: its request is the one that asks for an API key; the decoder is
+  // then loaded (or retried) with it.
+  const embedding = await fetchEmbedding(blob).catch((error) => error);
+  const decoder = await loadDecoder();
   if (token !== state.photoToken) return;
   if (embedding instanceof Error) {
     if (embedding instanceof ApiError && embedding.status === 404) {
       state.stats.mode = 'server';
     } else {
       showError(embedding.message);
-      setState('error', 'The server refused the photo.');
+      setState('error', 'The server refused the photo: open another one.');
       return;
     }
   } else {
     state.embedding = embedding;
     state.stats.embeddingBytes = transferredBytes('/api/v1/embedding');
     if (decoder) {
-      decoder.setEmbedding(embedding);
+      decoder.setEmbedding(embedding, token);
       state.stats.mode = 'browser';
     } else {
       state.stats.mode = 'server';
@@ -153,7 +185,7 @@ function transferredBytes(path) {
 // --- SAM: hover preview and clicks ------------------------------------------------------------
 
 function livePreview() {
-  return state.stats.mode === 'browser' && state.decoder && state.embedding
+  return state.stats.mode === 'browser' && state.decoder?.owner === state.photoToken
     && stage.tool === 'sam' && ['ready', 'done', 'error'].includes(document.body.dataset.state)
     && !$('stage').hidden;
 }
@@ -164,27 +196,32 @@ function bestCandidate(scores) {
   return best;
 }
 
-function requestHover(point) {
+function requestHover(point, timeStamp = performance.now()) {
   if (!livePreview()) return;
-  state.hoverNext = point;
+  state.hoverNext = { point, timeStamp };
   if (!state.hoverBusy) drainHover();
 }
 
+/** Decode the latest hover; those that arrive meanwhile collapse to the newest one. */
 async function drainHover() {
   state.hoverBusy = true;
   try {
     while (state.hoverNext) {
-      const point = state.hoverNext;
+      const { point, timeStamp } = state.hoverNext;
       state.hoverNext = null;
       const sel = current();
-      const result = await state.decoder.run(
+      const { decoder } = state;
+      const result = await decoder.run(
         [...sel.points, { ...point, label: stage.clickLabel }], sel.box, sel.lowRes,
+        decoder.previewSize(PREVIEW_LONG_SIDE),
       );
-      state.stats.decodeMs.push(state.decoder.timings.at(-1));
-      if (!livePreview()) break;
+      state.stats.decodeMs.push(decoder.timings.at(-1));
+      if (!livePreview() || result.owner !== state.photoToken) break;
       const hover = maskFromLogits(result, bestCandidate(result.scores), result.width, result.height);
       state.hover = maskCanvas(hover, result.width, result.height, HOVER_RGBA);
       renderMask();
+      // From the pointer (or crosshair) event to the preview drawn.
+      performance.measure('hover-preview', { start: timeStamp, end: performance.now() });
     }
   } catch (error) {
     console.warn('hover decode failed', error);
@@ -195,6 +232,10 @@ async function drainHover() {
 
 async function select({ point = null, box = null }) {
   if (!['ready', 'done', 'error'].includes(document.body.dataset.state) || !state.photo) return;
+  if (state.stats.mode === 'none') {
+    showError('The server refused this photo, so SAM cannot select in it: open another one, or use the brush.');
+    return;
+  }
   if (document.body.dataset.state !== 'ready') leaveResult();
   const sel = current();
   const points = point ? [...sel.points, point] : sel.points;
@@ -211,8 +252,10 @@ async function select({ point = null, box = null }) {
 }
 
 async function selectInBrowser(prompt, lowRes) {
+  const token = state.photoToken;
   const result = await state.decoder.run(prompt.points, prompt.box, lowRes);
   state.stats.decodeMs.push(state.decoder.timings.at(-1));
+  if (result.owner !== token || token !== state.photoToken) return; // another photo by now
   const index = bestCandidate(result.scores);
   state.candidates = { result, scores: Array.from(result.scores).slice(1, 4), chosen: index - 1, prompt };
   chooseCandidate(index - 1);
@@ -259,18 +302,23 @@ function renderCandidates() {
     button.type = 'button';
     button.className = i === c.chosen ? 'active' : '';
     button.title = `Candidate ${i + 1} (${i + 1})`;
+    button.setAttribute('aria-pressed', String(i === c.chosen));
     button.dataset.testid = `candidate-${i + 1}`;
     const thumb = document.createElement('canvas');
     const { width, height } = c.result ?? state.photo;
     const scale = 96 / Math.max(width, height);
     thumb.width = Math.max(1, Math.round(width * scale));
     thumb.height = Math.max(1, Math.round(height * scale));
+    thumb.setAttribute('aria-hidden', 'true');
     const source = c.masks
       ? maskCanvas(c.masks[i], state.photo.width, state.photo.height, [255, 255, 255, 255])
       : maskCanvas(maskFromLogits(c.result, i + 1, width, height), width, height, [255, 255, 255, 255]);
     thumb.getContext('2d').drawImage(source, 0, 0, thumb.width, thumb.height);
     const label = document.createElement('span');
-    label.textContent = `${i + 1} · ${Number(c.scores[i]).toFixed(2)}`;
+    const name = document.createElement('span');
+    name.className = 'sr-only';
+    name.textContent = 'Candidate ';
+    label.append(name, `${i + 1} · score ${Number(c.scores[i]).toFixed(2)}`);
     button.append(thumb, label);
     button.addEventListener('click', () => chooseCandidate(i));
     holder.append(button);
@@ -345,10 +393,14 @@ function setBrushSize(size) {
   stage.updateCursorSize();
 }
 
+let markTool = () => {};
+let markKind = () => {};
+let markTab = () => {};
+
 function setTool(tool) {
   stage.setTool(tool);
   document.body.dataset.tool = tool;
-  for (const b of document.querySelectorAll('.tool')) b.classList.toggle('active', b.dataset.tool === tool);
+  markTool(document.querySelector(`.tool[data-tool=${tool}]`));
   state.hover = null;
   if (state.photo) renderMask();
 }
@@ -373,7 +425,9 @@ function clearMask() {
 
 function setAction(action) {
   state.action = action;
-  for (const tab of document.querySelectorAll('.action-tab')) tab.classList.toggle('active', tab.dataset.action === action);
+  const tab = document.querySelector(`.action-tab[data-action=${action}]`);
+  markTab(tab);
+  $('action-panel').setAttribute('aria-labelledby', tab.id);
   $('dilate').value = String(state.kernels[action]);
   $('dilate-out').textContent = String(state.kernels[action]);
   if (state.photo) scheduleDilation();
@@ -462,7 +516,24 @@ function updateButtons() {
   for (const b of document.querySelectorAll('[data-run]')) b.disabled = busy;
 }
 
+function setVariant(variant) {
+  if (!VARIANTS.includes(variant) || variant === state.decoderVariant) return;
+  state.decoderVariant = variant;
+  $('decoder-variant').value = variant;
+  localStorage.setItem(VARIANT_STORAGE, variant);
+  // The open photo keeps its embedding; the new decoder takes it over once loaded.
+  const token = state.photoToken;
+  loadDecoder().then((decoder) => {
+    if (!decoder || decoder.info.variant !== variant || token !== state.photoToken) return;
+    if (state.embedding) {
+      decoder.setEmbedding(state.embedding, token);
+      state.stats.mode = 'browser';
+    }
+  });
+}
+
 function wire() {
+  $('open-button').addEventListener('click', () => $('open-image').click());
   $('open-image').addEventListener('change', (e) => {
     const [file] = e.target.files;
     if (file) openPhoto(file);
@@ -481,18 +552,17 @@ function wire() {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith('image/'));
     if (item) openPhoto(item.getAsFile());
   });
-  for (const b of document.querySelectorAll('.tool')) b.addEventListener('click', () => setTool(b.dataset.tool));
-  for (const b of document.querySelectorAll('.kind')) {
-    b.addEventListener('click', () => {
-      stage.clickLabel = Number(b.dataset.label);
-      for (const k of document.querySelectorAll('.kind')) k.classList.toggle('active', k === b);
-    });
-  }
+  markTool = rovingGroup($('tool-group'), 'aria-checked', (b) => setTool(b.dataset.tool));
+  markKind = rovingGroup($('point-kind'), 'aria-checked', (b) => {
+    stage.clickLabel = Number(b.dataset.label);
+    markKind(b);
+  });
+  markTab = rovingGroup($('action-tabs'), 'aria-selected', (tab) => setAction(tab.dataset.action));
+  $('decoder-variant').addEventListener('change', (e) => setVariant(e.target.value));
   $('brush-size').addEventListener('input', (e) => setBrushSize(Number(e.target.value)));
   $('undo').addEventListener('click', undo);
   $('redo').addEventListener('click', redo);
   $('clear').addEventListener('click', clearMask);
-  for (const tab of document.querySelectorAll('.action-tab')) tab.addEventListener('click', () => setAction(tab.dataset.action));
   for (const b of document.querySelectorAll('[data-run]')) {
     b.addEventListener('click', () => runAction(b.dataset.run));
     // Pointing at an action shows the dilation it will apply.
@@ -533,8 +603,12 @@ function wire() {
   }, $('help'));
   setAction('remove');
   setState('empty');
-  // Warm the decoder while the user picks a photo.
-  loadDecoder();
+  const asked = new URLSearchParams(location.search).get('decoder');
+  const variant = VARIANTS.includes(asked) ? asked : localStorage.getItem(VARIANT_STORAGE);
+  state.decoderVariant = VARIANTS.includes(variant) ? variant : 'fp32';
+  $('decoder-variant').value = state.decoderVariant;
+  // Warm the decoder while the user picks a photo (without asking for a key yet).
+  loadDecoder({ ask: false });
 }
 
 // For tests and measurements: decode times (ms), bytes per photo, where SAM runs; the mask

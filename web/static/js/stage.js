@@ -1,7 +1,10 @@
 // The stage: the photo and its layers, fitted to the available space, and the pointer input
-// (hover, click, right/Alt-click, drag-box, brush strokes) mapped onto photo pixels.
+// (hover, click, right/Alt-click, drag-box, brush strokes) mapped onto photo pixels. By
+// keyboard, arrow keys move a crosshair (a hover there) and Enter or Space adds the point.
 
 const DRAG_THRESHOLD_PX = 6;
+const KEY_STEPS = 100; // an arrow key moves the crosshair 1/100 of the photo's long side
+const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
 export class Stage {
   constructor(element, area, handlers) {
@@ -10,6 +13,8 @@ export class Stage {
     this.handlers = handlers;
     this.layers = [...element.querySelectorAll('canvas')];
     this.cursor = element.querySelector('.brush-cursor');
+    this.crosshair = element.querySelector('.crosshair');
+    this.keyPoint = null; // the crosshair, in photo pixels
     this.tool = 'sam';
     this.clickLabel = 1;
     this.brushSize = 40;
@@ -25,6 +30,12 @@ export class Stage {
       if (!this.gesture && e.pointerType !== 'touch') handlers.onLeave?.();
     });
     element.addEventListener('contextmenu', (e) => e.preventDefault());
+    element.addEventListener('keydown', (e) => this.key(e));
+    element.addEventListener('focus', () => this.showCrosshair());
+    element.addEventListener('blur', () => {
+      this.crosshair.hidden = true;
+      handlers.onLeave?.();
+    });
     new ResizeObserver(() => this.fit()).observe(area);
   }
 
@@ -33,6 +44,7 @@ export class Stage {
   setSize(width, height) {
     this.width = width;
     this.height = height;
+    this.keyPoint = null;
     for (const canvas of this.layers) {
       canvas.width = width;
       canvas.height = height;
@@ -109,7 +121,7 @@ export class Stage {
     const point = this.toPhoto(event);
     const g = this.gesture;
     if (!g) {
-      if (this.tool === 'sam') this.handlers.onHover?.(point);
+      if (this.tool === 'sam') this.handlers.onHover?.(point, event.timeStamp);
       return;
     }
     if (g.kind === 'stroke') {
@@ -130,6 +142,46 @@ export class Stage {
     if (g.kind === 'stroke') this.handlers.onStrokeEnd?.();
     else if (g.kind === 'box') this.handlers.onBox?.(boxOf(g.start, point));
     else this.handlers.onPoint?.({ x: g.start.x, y: g.start.y, label: g.label });
+  }
+
+  /** The crosshair at the photo's centre (or where it was), previewed as a hover. */
+  showCrosshair(timeStamp = performance.now()) {
+    if (!this.width) return;
+    this.keyPoint ??= { x: Math.floor(this.width / 2), y: Math.floor(this.height / 2) };
+    const { x, y } = this.keyPoint;
+    this.crosshair.hidden = false;
+    this.crosshair.style.left = `${((x + 0.5) / this.width) * 100}%`;
+    this.crosshair.style.top = `${((y + 0.5) / this.height) * 100}%`;
+    this.el.setAttribute('aria-valuetext', `crosshair at ${x}, ${y}`);
+    if (this.tool === 'sam') this.handlers.onHover?.({ x, y }, timeStamp);
+  }
+
+  key(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || !this.width) return;
+    const arrow = ARROWS[event.key];
+    if (arrow) {
+      event.preventDefault();
+      const step = Math.max(1, Math.round(Math.max(this.width, this.height) / KEY_STEPS))
+        * (event.shiftKey ? 10 : 1);
+      const p = this.keyPoint ?? { x: this.width / 2, y: this.height / 2 };
+      this.keyPoint = {
+        x: Math.min(Math.max(Math.round(p.x + arrow[0] * step), 0), this.width - 1),
+        y: Math.min(Math.max(Math.round(p.y + arrow[1] * step), 0), this.height - 1),
+      };
+      this.showCrosshair(event.timeStamp);
+      return;
+    }
+    if (event.key !== 'Enter' && event.key !== ' ') return;
+    event.preventDefault();
+    if (!this.keyPoint) this.showCrosshair(event.timeStamp);
+    const point = { ...this.keyPoint };
+    if (this.tool === 'sam') {
+      this.handlers.onPoint?.({ ...point, label: event.shiftKey ? 0 : this.clickLabel });
+    } else {
+      // The brush or eraser dabs one disc at the crosshair.
+      this.handlers.onStrokeStart?.(point, this.tool);
+      this.handlers.onStrokeEnd?.();
+    }
   }
 
   cancel() {

@@ -14,7 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
 # Seconds: from a cache lookup (ms) to SD on a CPU (minutes).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -28,12 +28,13 @@ class Metrics:
     embedding_cache: Counter
     runner_queue: Histogram
     runner_batch_size: Histogram
+    breaker_open: Gauge
 
 
 @cache
 def metrics() -> Metrics:
     """The metric objects of this process, created on first use."""
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return Metrics(
         requests=Counter(
@@ -64,8 +65,18 @@ def metrics() -> Metrics:
             ["runner", "method"],
             buckets=BATCH_BUCKETS,
         ),
+        breaker_open=Gauge(
+            "inpaint_redis_breaker_open",
+            "1 while a Redis circuit breaker skips Redis after failures (utils/breaker.py).",
+            ["breaker"],
+            multiprocess_mode="livemax",
+        ),
     )
 
 
 def count_embedding_cache(hit: bool) -> None:
     metrics().embedding_cache.labels(result="hit" if hit else "miss").inc()
+
+
+def record_breaker(name: str, is_open: bool) -> None:
+    metrics().breaker_open.labels(breaker=name).set(1 if is_open else 0)

@@ -1,0 +1,54 @@
+"""The response of an inpainting flow: the painted photo in its own format, and the region."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api.observe import stage
+from api.schemas import InpaintMetadata, InpaintRequest, InpaintResponse, utc_timestamp
+from flows.context import FlowContext
+from flows.plan import Painted
+from flows.selection import Selection
+from flows.upload import Upload
+from utils.image_io import encode_mask_base64, encode_result, to_base64
+
+
+async def inpaint_response(
+    ctx: FlowContext,
+    request: InpaintRequest,
+    upload: Upload,
+    painted: Painted,
+    selection: Selection,
+    *,
+    model: str,
+    kernel: int,
+    strategy: str,
+    seed: int | None = None,
+) -> InpaintResponse:
+    height, width = painted.image.shape[:2]
+
+    def encode() -> tuple[str, str]:
+        result = encode_result(upload.source, painted.image, painted.region, request.output_format)
+        return to_base64(result), encode_mask_base64(painted.region)
+
+    with stage("encode"):
+        image_b64, mask_b64 = await asyncio.to_thread(encode)
+    kinds = (model,) if selection.index is None else ("sam", model)
+    return InpaintResponse(
+        request_id="",
+        timestamp=utc_timestamp(),
+        image=image_b64,
+        mask=mask_b64,
+        metadata=InpaintMetadata(
+            width=width,
+            height=height,
+            processing_time_ms=0.0,
+            mask_index=selection.index,
+            mask_score=selection.score,
+            models=await ctx.facts.tags(kinds),
+            device=await ctx.facts.device(model),
+            dilate_kernel_size=kernel,
+            seed=seed,
+            strategy=strategy,
+        ),
+    )

@@ -1,0 +1,41 @@
+"""segment: SAM's candidate masks for a click (or points, or a box), with their scores."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from api.observe import stage
+from api.schemas import SegmentMetadata, SegmentRequest, SegmentResponse, utc_timestamp
+from flows.context import FlowContext
+from flows.sam_client import candidate_masks
+from flows.selection import check_prompt
+from flows.upload import Upload
+from utils.image_io import encode_mask_base64
+
+
+async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> SegmentResponse:
+    image = upload.image
+    height, width = image.shape[:2]
+    check_prompt(request, image)
+    found = await ctx.sam.candidates(image, request)
+    with stage("encode"):
+        masks = await asyncio.to_thread(candidate_masks, found.logits, image)
+        # The PNGs at once: OpenCV's encoder runs without the GIL.
+        encoded = await asyncio.gather(*(asyncio.to_thread(encode_mask_base64, m) for m in masks))
+    return SegmentResponse(
+        request_id="",
+        timestamp=utc_timestamp(),
+        masks=list(encoded),
+        scores=[float(s) for s in found.scores],
+        best_index=int(np.argmax(found.scores)),
+        metadata=SegmentMetadata(
+            width=width,
+            height=height,
+            processing_time_ms=0.0,
+            models=await ctx.facts.tags(("sam",)),
+            device=await ctx.facts.device("sam"),
+            embedding_cached=found.cached,
+        ),
+    )
