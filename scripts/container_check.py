@@ -8,6 +8,7 @@ a check failed.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -186,7 +187,8 @@ def compose(work: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProces
 def check_compose(work: Path) -> dict[str, Any]:
     key = secrets.token_urlsafe(24)
     env_file = work / "inpaint.env"
-    env_file.write_text(f"API_KEYS={key}\nWEBHOOK_SECRET={secrets.token_urlsafe(24)}\n")
+    webhook = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    env_file.write_text(f"API_KEYS={key}\nWEBHOOK_SECRET={webhook}\n")
     os.environ.update(
         INPAINT_IMAGE=IMAGES["docker"],
         INPAINT_ENV_FILE=str(env_file),
