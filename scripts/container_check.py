@@ -301,7 +301,10 @@ def check_job(client: httpx.Client, key: str) -> dict[str, Any]:
 
 def check_prometheus(work: Path) -> dict[str, Any]:
     """The monitoring profile's Prometheus (Grafana: no Debian package, not started here)."""
-    compose(work, "--profile", "monitoring", "up", "-d", "prometheus", timeout=300)
+    # The same scale again: `up` of a service that depends on `server` would otherwise bring
+    # `server` back to one replica (docker-compose 1.29 removed the second one here).
+    up = ["up", "-d", "--no-recreate", "--scale", "server=2", "prometheus"]
+    compose(work, "--profile", "monitoring", *up, timeout=300)
     seen: dict[str, str] = {}
 
     def both_up() -> bool:
