@@ -8,6 +8,7 @@ a check failed.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -186,7 +187,8 @@ def compose(work: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProces
 def check_compose(work: Path) -> dict[str, Any]:
     key = secrets.token_urlsafe(24)
     env_file = work / "inpaint.env"
-    env_file.write_text(f"API_KEYS={key}\nWEBHOOK_SECRET={secrets.token_urlsafe(24)}\n")
+    webhook = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    env_file.write_text(f"API_KEYS={key}\nWEBHOOK_SECRET={webhook}\n")
     os.environ.update(
         INPAINT_IMAGE=IMAGES["docker"],
         INPAINT_ENV_FILE=str(env_file),
@@ -196,6 +198,20 @@ def check_compose(work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"replicas": 2, "environment": "production"}
     start = time.monotonic()
     try:
+        # As a user's first `run --rm server scripts/download_models.sh` would: one container
+        # fills the new models volume from the image. Two replicas created at once on an empty
+        # volume race to copy it (docker: "failed to mkdir .../_data/...").
+        compose(
+            work,
+            "run",
+            "--rm",
+            "--no-deps",
+            "server",
+            "python",
+            "scripts/import_models.py",
+            "check",
+            timeout=600,
+        )
         compose(work, "up", "-d", "--scale", "server=2", timeout=900)
         result["up_s"] = round(time.monotonic() - start, 1)
         ps = compose(work, "ps", "-q", "server", capture_output=True)
@@ -285,7 +301,10 @@ def check_job(client: httpx.Client, key: str) -> dict[str, Any]:
 
 def check_prometheus(work: Path) -> dict[str, Any]:
     """The monitoring profile's Prometheus (Grafana: no Debian package, not started here)."""
-    compose(work, "--profile", "monitoring", "up", "-d", "prometheus", timeout=300)
+    # The same scale again: `up` of a service that depends on `server` would otherwise bring
+    # `server` back to one replica (docker-compose 1.29 removed the second one here).
+    up = ["up", "-d", "--no-recreate", "--scale", "server=2", "prometheus"]
+    compose(work, "--profile", "monitoring", *up, timeout=300)
     seen: dict[str, str] = {}
 
     def both_up() -> bool:
