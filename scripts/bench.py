@@ -23,6 +23,8 @@ same number of threads (every usable core, as the runners use):
   `/embedding` as bytes vs JSON, a cached click while another photo encodes vs idle;
 - routes, http (not run unless named): every route's first and repeated call; `remove` over
   HTTP vs the same flow code in this process;
+- sam3 (not run unless named; scripts/bench_sam3.py): SAM 3's image features and one text
+  query on kept features, eager vs OpenVINO/ONNX Runtime where the backbone converts;
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -100,7 +102,7 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 }
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends
-EXTRA_SECTIONS = ("routes", "http", "unet", "clicks")
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "sam3")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -677,6 +679,10 @@ def main() -> int:
         record("lama", lambda: lama_section(tags["lama"], args.repeats, args.lama_size))
     if "unet" in sections:
         record("unet", lambda: unet_section(args.repeats, args.unet_steps))
+    if "sam3" in sections:
+        from scripts.bench_sam3 import sam3_section
+
+        record("sam3", lambda: sam3_section(args.full, args.repeats))
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}
