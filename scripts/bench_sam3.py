@@ -79,19 +79,22 @@ def sam3_section(full: bool, repeats: int) -> dict[str, Any]:
             report["features_eager"], features = _timed(
                 lambda: model.get_vision_features(pixel_values=pixels), repeats
             )
-            report["backbone_eager"], _ = _timed(
+            report["backbone_eager"], eager = _timed(
                 lambda: model.vision_encoder.backbone(pixels), repeats
             )
             report["text_query_on_kept_features_eager"], _ = _timed(
                 lambda: model(vision_embeds=features, **text), repeats
             )
+        reference = eager.last_hidden_state.numpy()
         for name, build in (
             ("backbone_openvino", lambda: _openvino_encoder(model, pixels)),
             ("backbone_onnxruntime", lambda: _onnx_encoder(model, pixels, Path(work))),
         ):
             try:
                 run = build()
-                report[name], _ = _timed(run, repeats)
+                report[name], outputs = _timed(run, repeats)
+                error = np.abs(np.asarray(outputs[0]) - reference).max()
+                report[name]["max_abs_error_vs_eager"] = float(error)
             except Exception as exc:  # a backend that does not convert is a finding, not a crash
                 report[name] = {"converted": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return report
