@@ -21,6 +21,7 @@ class Selection:
     mask: np.ndarray  # HxW bool
     index: int | None  # SAM's candidate; None when the caller uploaded the mask or sent text
     score: float | None  # with text: the best instance's
+    model: str | None = None  # the runner that selected it: "sam", "sam3"; None for an upload
 
 
 def check_prompt(request: PromptRequest, image: np.ndarray, alternative: str = "") -> None:
@@ -107,7 +108,7 @@ async def select(
             raise EmptyMaskException(
                 f"the instances of {request.text!r} have empty masks; try other words"
             )
-        return Selection(union, None, float(kept.scores[0]))
+        return Selection(union, None, float(kept.scores[0]), "sam3")
     image = upload.image
     found = await sam.candidates(image, request)
     index = int(np.argmax(found.scores)) if request.mask_index is None else request.mask_index
@@ -117,4 +118,4 @@ async def select(
             f"SAM's mask {index} for this prompt is empty; click elsewhere, choose another "
             "mask_index or upload a mask"
         )
-    return Selection(mask, index, float(found.scores[index]))
+    return Selection(mask, index, float(found.scores[index]), "sam")

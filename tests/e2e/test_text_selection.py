@@ -109,6 +109,8 @@ def test_remove_by_words_repaints_the_union_of_the_instances(
     body = response.json()
     mask = decode_b64_mask(body["mask"])
     assert np.array_equal(mask, dilate(union, 15))
+    assert set(body["metadata"]["models"]) == {"sam3", "lama"}
+    assert body["metadata"]["mask_index"] is None
     assert_outside_mask_untouched(photo, decode_b64_image(body["image"]), mask)
 
 
