@@ -59,7 +59,7 @@ def _onnx_encoder(model: Any, pixels: torch.Tensor, folder: Path) -> Callable[[]
     return lambda: session.run(None, {name: pixels.numpy()})
 
 
-def sam3_section(full: bool, repeats: int) -> dict[str, Any]:
+def sam3_section(full: bool, repeats: int, *, backends: bool = True) -> dict[str, Any]:
     from models.sam3_checkpoint import load_sam3
     from tooling.tiny import write_random_sam3_dir
 
@@ -86,10 +86,11 @@ def sam3_section(full: bool, repeats: int) -> dict[str, Any]:
                 lambda: model(vision_embeds=features, **text), repeats
             )
         reference = eager.last_hidden_state.numpy()
-        for name, build in (
+        converted = (
             ("backbone_openvino", lambda: _openvino_encoder(model, pixels)),
             ("backbone_onnxruntime", lambda: _onnx_encoder(model, pixels, Path(work))),
-        ):
+        )
+        for name, build in converted if backends else ():
             try:
                 run = build()
                 report[name], outputs = _timed(run, repeats)
@@ -104,8 +105,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="full-size random-weight SAM 3")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--eager-only", action="store_true", help="skip the conversions (their memory peaks)"
+    )
     args = parser.parse_args()
-    print(json.dumps(sam3_section(args.full, args.repeats), indent=2))
+    report = sam3_section(args.full, args.repeats, backends=not args.eager_only)
+    print(json.dumps(report, indent=2))
     return 0
 
 
