@@ -66,9 +66,9 @@ def _assert_same(found: dict, reference: dict) -> None:
     masks = unpack_masks(found["masks"], found["size"])
     assert masks.shape == tuple(reference["masks"].shape)
     assert len(masks) > 0, "nothing above the threshold: the comparison would be empty"
-    # Same arithmetic on the same thread count: expected bit for bit; stated noise otherwise.
-    np.testing.assert_allclose(found["scores"], reference["scores"].numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(found["boxes"], reference["boxes"].numpy(), rtol=0, atol=1e-4)
+    # The same arithmetic in the same process (same threads): bit for bit.
+    np.testing.assert_allclose(found["scores"], reference["scores"].numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(found["boxes"], reference["boxes"].numpy(), rtol=0, atol=0)
     assert np.array_equal(masks, reference["masks"].numpy().astype(bool))
 
 
