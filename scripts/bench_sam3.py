@@ -29,16 +29,22 @@ PHOTO = Path(__file__).resolve().parent.parent / "examples" / "remove" / "dog.jp
 
 
 def _timed(run: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
+    started = time.perf_counter()
     run()  # first call: lazy allocations, conversion caches
+    first = time.perf_counter() - started
     seconds, result = [], None
     for _ in range(repeats):
         started = time.perf_counter()
         result = run()
         seconds.append(time.perf_counter() - started)
-    return {
+    timing = {
+        "first_s": round(first, 4),
         "median_s": round(float(np.median(seconds)), 4),
         "min_s": round(min(seconds), 4),
-    }, result
+    }
+    # As it goes: a full-size run takes long, and a host short of memory may stop it midway.
+    print(f"  {timing}", file=sys.stderr, flush=True)
+    return timing, result
 
 
 def _openvino_encoder(model: Any, pixels: torch.Tensor) -> Callable[[], Any]:
