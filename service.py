@@ -40,6 +40,7 @@ from flows.context import Background, FlowContext, RunnerFacts, Runners, begin_r
 from flows.jobs import execute_job, submit_job
 from flows.readiness import Readiness
 from flows.registry import API_PREFIX, FLOWS, JOB_FLOWS, guarded_routes, prepare
+from flows.sam3_client import Sam3Client
 from flows.sam_client import SamClient
 from flows.upload import read_files
 from jobs.http import document_job_submits, job_router
@@ -49,6 +50,7 @@ from runners.client import call_runner
 from runners.embedding_cache import make_embedding_cache
 from runners.lama import LamaRunner
 from runners.sam import SamRunner
+from runners.sam3 import Sam3Runner
 from runners.sd import SdRunner
 from utils.decoded_uploads import DecodedUploads
 from utils.log_setup import configure_logging
@@ -79,10 +81,11 @@ class InpaintAnything:
     lama = bentoml.depends(LamaRunner)
     sd = bentoml.depends(SdRunner)
     sd_monitor = bentoml.depends(SdRunner)  # job polls and cancels: see flows.context.Runners
+    sam3 = bentoml.depends(Sam3Runner)  # `text` selections
 
     def __init__(self) -> None:
         configure_logging(settings.log_level)
-        runners = Runners(self.sam, self.lama, self.sd, self.sd_monitor)
+        runners = Runners(self.sam, self.lama, self.sd, self.sd_monitor, self.sam3)
         facts = RunnerFacts(runners)
         background = Background()
         cache = make_embedding_cache(settings)
@@ -93,6 +96,7 @@ class InpaintAnything:
             sam=SamClient(self.sam, facts, cache, background, settings),
             decoded=DecodedUploads(settings.decoded_uploads_mb * 1024 * 1024),
             background=background,
+            sam3=Sam3Client(self.sam3, facts, background, settings),
         )
         self._readiness = Readiness(runners, settings)
         self.admission = Admission(settings, self._readiness.runner_failure)

@@ -56,6 +56,20 @@ class PromptRequest(BaseModel):
     mask_index: Annotated[int, Field(ge=0, le=2)] | None = Field(
         default=None, description="Which of SAM's 3 candidate masks to use; null = best score."
     )
+    text: Annotated[str, Field(min_length=1, max_length=_SETTINGS.max_text_length)] | None = Field(
+        default=None,
+        description="Select by words with SAM 3: every instance of this concept, e.g. "
+        '"person". With text, points filter the instances: a point labelled 0 removes the '
+        "instances it lies on; points labelled 1 keep only the instances they lie on; a box "
+        "keeps the instances whose box centre lies in it.",
+        examples=["person"],
+    )
+    instances: Literal["all", "best"] = Field(
+        default="all", description="With text: every instance found, or the best-scored one."
+    )
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="With text: the lowest instance score kept."
+    )
 
     @field_validator("point_coords", mode="before")
     @classmethod
@@ -89,9 +103,17 @@ class PromptRequest(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _text_has_no_candidates(self) -> PromptRequest:
+        if self.text is not None and self.mask_index is not None:
+            raise ValueError("mask_index picks one of SAM's candidates: not with text")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text is blank")
+        return self
+
     @property
     def has_prompt(self) -> bool:
-        return self.point_coords is not None or self.box is not None
+        return self.point_coords is not None or self.box is not None or self.text is not None
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -241,12 +263,23 @@ class SegmentMetadata(BaseModel):
     embedding_cached: bool
 
 
+class SegmentInstance(BaseModel):
+    mask: str = Field(description="base64 PNG 0/255, the photo's size")
+    box: list[float] = Field(description="[x0, y0, x1, y1] in pixels")
+    score: float
+
+
 class SegmentResponse(BaseResponse):
     success: Literal[True] = True
-    masks: list[str] = Field(description="SAM's 3 candidates, base64 PNG 0/255")
+    masks: list[str] = Field(
+        description="SAM's 3 candidates, base64 PNG 0/255; with `text`, the instances' masks"
+    )
     scores: list[float]
     best_index: int
     metadata: SegmentMetadata
+    instances: list[SegmentInstance] | None = Field(
+        default=None, description="With `text`: each instance found (mask, box, score)"
+    )
 
 
 class HealthResponse(BaseModel):

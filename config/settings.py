@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     sam_model: str = ""
     lama_model: str = ""
     sd_model: str = ""
+    sam3_model: str = ""  # SAM 3: selection by words (`text`)
 
     # --- files the download/import commands use (work-order names) ----------------------
     # Downloads land in MODELS_DIR; the *_PATH settings override where an import reads from
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     sd_model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
     sd_model_path: Path | None = None
     sd_variant: Literal["fp16", "full"] = "fp16"  # which weight files to download
+    sam3_model_id: str = "facebook/sam3"  # gated on the Hub: accept its licence, set HF_TOKEN
 
     # --- compute ------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -112,6 +114,7 @@ class Settings(BaseSettings):
     sam_max_batch_size: int = Field(default=0, ge=0)
     lama_max_batch_size: int = Field(default=0, ge=0)
     sd_max_batch_size: int = Field(default=0, ge=0)
+    sam3_max_batch_size: int = Field(default=0, ge=0)
     # BentoML refuses (503) a request whose predicted wait + run time exceeds this; batches
     # form from the observed load, not from this bound. Keep it near the processing timeout,
     # or concurrent requests on a slow model (SAM on a CPU) are shed instead of queued.
@@ -122,6 +125,12 @@ class Settings(BaseSettings):
     # The newest embeddings the SAM runner keeps beside its model (4 MB each), so a click on a
     # photo it has seen sends the key, not the embedding.
     runner_embeddings_kept: int = Field(default=16, ge=0)
+    # SAM 3's image features kept by photo key in its runner, so a new `text` on a photo it
+    # has seen runs only the text and detection heads (tens of MB each at full size).
+    sam3_features_kept: int = Field(default=4, ge=0)
+    # `text` selections: the longest prompt and the most instances one selection returns.
+    max_text_length: int = Field(default=200, ge=1)
+    max_text_instances: int = Field(default=50, ge=1)
     redis_url: str = ""
     redis_cache_ttl_s: int = Field(default=3600, ge=1)
 

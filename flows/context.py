@@ -21,6 +21,7 @@ from utils.decoded_uploads import DecodedUploads
 from utils.exceptions import ModelNotLoadedException
 
 if TYPE_CHECKING:
+    from flows.sam3_client import Sam3Client
     from flows.sam_client import SamClient
 
 logger = logging.getLogger("inpaint.flows")
@@ -55,9 +56,10 @@ class Runners:
     # Job progress polls and cancels use a client of their own, so frequent polling never
     # shares the connections that long SD calls are waiting on.
     sd_monitor: Any
+    sam3: Any = None  # SAM 3: selection by words
 
     def of(self, kind: str) -> Any:
-        return {"sam": self.sam, "lama": self.lama, "sd": self.sd}[kind]
+        return {"sam": self.sam, "lama": self.lama, "sd": self.sd, "sam3": self.sam3}[kind]
 
 
 class RunnerFacts:
@@ -115,6 +117,7 @@ class FlowContext:
     sam: SamClient
     decoded: DecodedUploads
     background: Background = field(default_factory=Background)
+    sam3: Sam3Client | None = None
 
     def deadline(self) -> float:
         return request_deadline(self.settings.processing_timeout_s)

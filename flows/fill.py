@@ -25,7 +25,7 @@ async def fill(ctx: FlowContext, request: FillRequest, upload: Upload) -> Inpain
     size = upload.image.shape[:2]
     resolution = await ctx.facts.sd_resolution()
     check_fill_canvas(*size, resolution, settings.max_canvas_pixels)  # before any model runs
-    selection = await select(ctx.sam, request, upload)
+    selection = await select(ctx.sam, request, upload, ctx.sam3)
     kernel = request.dilate_kernel_size
     if kernel is None:
         kernel = settings.fill_dilate_kernel_size

@@ -17,7 +17,7 @@ from utils.exceptions import InpaintError, ModelNotLoadedException, OverloadedEx
 
 logger = logging.getLogger("inpaint.readiness")
 
-KINDS = ("sam", "lama", "sd")
+KINDS = ("sam", "lama", "sd", "sam3")
 _ASK_TIMEOUT_S = 10
 
 

@@ -20,7 +20,7 @@ from utils.windows import plan_lama_region
 
 async def remove(ctx: FlowContext, request: RemoveRequest, upload: Upload) -> InpaintResponse:
     settings = ctx.settings
-    selection = await select(ctx.sam, request, upload)
+    selection = await select(ctx.sam, request, upload, ctx.sam3)
     kernel = request.dilate_kernel_size
     if kernel is None:
         kernel = settings.remove_dilate_kernel_size

@@ -21,7 +21,7 @@ from utils.windows import plan_letterbox
 
 async def replace(ctx: FlowContext, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
     settings = ctx.settings
-    selection = await select(ctx.sam, request, upload)
+    selection = await select(ctx.sam, request, upload, ctx.sam3)
     kernel = request.dilate_kernel_size
     if kernel is None:
         kernel = settings.replace_dilate_kernel_size

@@ -33,7 +33,7 @@ async def inpaint_response(
 
     with stage("encode"):
         image_b64, mask_b64 = await asyncio.to_thread(encode)
-    kinds = (model,) if selection.index is None else ("sam", model)
+    kinds = (model,) if selection.model is None else (selection.model, model)
     return InpaintResponse(
         request_id="",
         timestamp=utc_timestamp(),

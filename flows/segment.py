@@ -1,4 +1,5 @@
-"""segment: SAM's candidate masks for a click (or points, or a box), with their scores."""
+"""segment: SAM's candidate masks for a click (or points, or a box), with their scores; or,
+for `text`, each instance SAM 3 finds (mask, box, score)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import asyncio
 import numpy as np
 
 from api.observe import stage
-from api.schemas import SegmentMetadata, SegmentRequest, SegmentResponse, utc_timestamp
+from api.schemas import (
+    SegmentInstance,
+    SegmentMetadata,
+    SegmentRequest,
+    SegmentResponse,
+    utc_timestamp,
+)
 from flows.context import FlowContext
 from flows.sam_client import candidate_masks
-from flows.selection import check_prompt
+from flows.selection import check_prompt, select_text
 from flows.upload import Upload
 from utils.image_io import encode_mask_base64
 
@@ -19,6 +26,8 @@ async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> 
     image = upload.image
     height, width = image.shape[:2]
     check_prompt(request, image.shape[:2])
+    if request.text is not None:
+        return await _segment_text(ctx, request, upload)
     found = await ctx.sam.candidates(image, request)
     with stage("encode"):
         # One thread per candidate, upsampled and encoded at once: numpy and OpenCV run
@@ -39,6 +48,38 @@ async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> 
             models=await ctx.facts.tags(("sam",)),
             device=await ctx.facts.device("sam"),
             embedding_cached=found.cached,
+        ),
+    )
+
+
+async def _segment_text(
+    ctx: FlowContext, request: SegmentRequest, upload: Upload
+) -> SegmentResponse:
+    image = upload.image
+    height, width = image.shape[:2]
+    kept = await select_text(ctx.sam3, request, image)
+    with stage("encode"):
+        encoded = await asyncio.gather(
+            *(asyncio.to_thread(encode_mask_base64, m) for m in kept.masks)
+        )
+    instances = [
+        SegmentInstance(mask=mask, box=[float(v) for v in box], score=float(score))
+        for mask, box, score in zip(encoded, kept.boxes, kept.scores, strict=True)
+    ]
+    return SegmentResponse(
+        request_id="",
+        timestamp=utc_timestamp(),
+        masks=list(encoded),
+        scores=[instance.score for instance in instances],
+        best_index=0,  # best first
+        instances=instances,
+        metadata=SegmentMetadata(
+            width=width,
+            height=height,
+            processing_time_ms=0.0,
+            models=await ctx.facts.tags(("sam3",)),
+            device=await ctx.facts.device("sam3"),
+            embedding_cached=kept.cached,
         ),
     )
 

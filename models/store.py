@@ -5,8 +5,9 @@ Every entry keeps its files in the official layout and describes them in its met
 - SAM:   `<entry>/<official file name>.pth` (plain state dict); metadata `architecture`.
 - LaMa:  `<entry>/big-lama/config.yaml` + `<entry>/big-lama/models/best.ckpt`.
 - SD:    `<entry>/pipeline/` (a diffusers inpainting pipeline folder).
+- SAM 3: `<entry>/sam3/` (facebook/sam3's layout: config.json, model.safetensors, processor).
 
-Labels `kind` (sam | lama | sd) and `demo` ("true" for the tiny random-weight models) let the
+Labels `kind` (sam | lama | sd | sam3) and `demo` ("true" for the tiny random-weight models) let the
 server pick the best entry available and say honestly what it runs. Entries are created by
 `tooling.model_import` (offline). This module imports no torch at import time: the entry
 service uses `resolve_tags` too.
@@ -24,13 +25,19 @@ from bentoml.exceptions import NotFound
 
 from config.settings import Settings
 
-ModelKind = Literal["sam", "lama", "sd"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("sam", "lama", "sd")
+ModelKind = Literal["sam", "lama", "sd", "sam3"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("sam", "lama", "sd", "sam3")
 
 LAMA_FOLDER = "big-lama"
 SD_FOLDER = "pipeline"
-TINY_NAMES: dict[ModelKind, str] = {"sam": "sam-tiny", "lama": "lama-tiny", "sd": "sd-tiny"}
-DEFAULT_NAMES: dict[ModelKind, str] = {"lama": "big-lama", "sd": "sd-inpainting"}
+SAM3_FOLDER = "sam3"
+TINY_NAMES: dict[ModelKind, str] = {
+    "sam": "sam-tiny",
+    "lama": "lama-tiny",
+    "sd": "sd-tiny",
+    "sam3": "sam3-tiny",
+}
+DEFAULT_NAMES: dict[ModelKind, str] = {"lama": "big-lama", "sd": "sd-inpainting", "sam3": "sam3"}
 # Which real SAM to prefer when the settings name none: the biggest on a GPU, the smallest on
 # a CPU (vit_h's encoder takes minutes per image on a laptop CPU).
 SAM_PREFERENCE = {"gpu": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
@@ -78,6 +85,7 @@ def resolve_tags(settings: Settings, *, gpu: bool | None = None) -> dict[ModelKi
         "sam": settings.sam_model,
         "lama": settings.lama_model,
         "sd": settings.sd_model,
+        "sam3": settings.sam3_model,
     }
     return {
         kind: explicit[kind] or best_entry(kind, gpu=gpu) or f"{TINY_NAMES[kind]}:latest"

@@ -27,6 +27,8 @@ same number of threads (every usable core, as the runners use):
   command, a one-at-a-time loop, Inpaint-Anything's per-photo logic (scripts/bench_batch.py);
 - editor (not run unless named; needs Debian's chromium): hover-preview p50/p95 in headless
   Chromium, fp32 vs uint8 decoder, and uint8's mask IoU vs fp32 (scripts/bench_editor.py);
+- sam3 (not run unless named; scripts/bench_sam3.py): SAM 3's image features and one text
+  query on kept features, eager vs OpenVINO/ONNX Runtime where the backbone converts;
 - unet (not run unless named; ~5 minutes, ~20 GB peak memory): an SD-1.5-size random-weight
   inpainting UNet, one guided step at 512 px: eager fp32 vs OpenVINO fp32 vs bf16, the
   conversion time, and each path's error vs eager (torch fp16, the CUDA default, for scale).
@@ -105,8 +107,8 @@ BEFORE_SETTINGS = {  # the server as it was before issue 9, for the before/after
 SECTIONS = ("encoder", "decoder", "lama", "reference", "server", "throughput", "before")
 # every route's latency; HTTP vs in-process remove; the SD UNet's backends; what a click costs;
 # scripts/batch.py; a fill as a job vs the synchronous route (scripts/bench_jobs.py; with
-# --redis-url also on the Redis store); hover previews in Chromium
-EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs", "editor")
+# --redis-url also on the Redis store); hover previews in Chromium; SAM 3
+EXTRA_SECTIONS = ("routes", "http", "unet", "clicks", "batch", "jobs", "editor", "sam3")
 
 
 def _summary(seconds: list[float]) -> dict[str, float]:
@@ -704,6 +706,10 @@ def main() -> int:
         record("lama", lambda: lama_section(tags["lama"], args.repeats, args.lama_size))
     if "unet" in sections:
         record("unet", lambda: unet_section(args.repeats, args.unet_steps))
+    if "sam3" in sections:
+        from scripts.bench_sam3 import sam3_section
+
+        record("sam3", lambda: sam3_section(args.full, args.repeats))
     if "reference" in sections:
         record("reference", lambda: reference_remove(tags["sam"], tags["lama"], photo, 2))
     serve = {"timeout_s": 3600}

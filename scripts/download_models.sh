@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download the official weights (SAM, big-lama, a diffusers inpainting model) into MODELS_DIR
+# Download the official weights (SAM, big-lama, a diffusers inpainting model, SAM 3) into MODELS_DIR
 # and import them into the BentoML model store. Safe to rerun: finished files are verified and
 # skipped, partial ones resume.
 #
@@ -23,9 +23,12 @@ echo "==> big-lama" >&2
 LAMA_DIR="$(download lama)"
 echo "==> Stable Diffusion inpainting pipeline" >&2
 SD_DIR="$(download sd)"
+echo "==> SAM 3 (text selection; gated on the Hub: accept its licence and set HF_TOKEN)" >&2
+SAM3_DIR="$(download sam3)"
 
 echo "==> importing into the BentoML model store (${BENTOML_HOME:-~/bentoml})" >&2
 "$PY" scripts/import_models.py sam --checkpoint "$SAM_CHECKPOINT"
 "$PY" scripts/import_models.py lama --checkpoint "$LAMA_DIR"
 "$PY" scripts/import_models.py sd --model "$SD_DIR"
+"$PY" scripts/import_models.py sam3 --checkpoint "$SAM3_DIR"
 echo "done: the server now serves these (scripts/start_dev.sh)" >&2

@@ -3,6 +3,7 @@
     python scripts/import_models.py sam --type vit_b --checkpoint sam_vit_b_01ec64.pth
     python scripts/import_models.py lama --checkpoint pretrained_models/big-lama
     python scripts/import_models.py sd --model pretrained_models/sd-inpainting
+    python scripts/import_models.py sam3 --checkpoint pretrained_models/facebook--sam3
     python scripts/import_models.py tiny
     python scripts/import_models.py resolve   # the tags the server would load now
     python scripts/import_models.py prepare   # the same, importing the demo models if needed
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     sd = commands.add_parser("sd", help="a diffusers inpainting pipeline folder")
     sd.add_argument("--model", type=Path, help="default: SD_MODEL_PATH or the download")
     sd.add_argument("--name")
+    sam3 = commands.add_parser("sam3", help="a facebook/sam3 folder (config.json, safetensors)")
+    sam3.add_argument("--checkpoint", type=Path, help="default: the download's folder")
+    sam3.add_argument("--name")
     commands.add_parser("tiny", help="build and import the tiny random-weight demo models")
     for name, text in (
         ("resolve", "print the tags the runners would load"),
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = get_settings()
-        if args.command in ("sam", "lama", "sd", "tiny", "prepare"):
+        if args.command in ("sam", "lama", "sd", "sam3", "tiny", "prepare"):
             # Offline tooling, not in the Bento: `resolve` and `check` work without it.
             from tooling import default_paths, model_import
         if args.command == "sam":
@@ -79,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             print(model_import.import_lama(checkpoint, args.name, config=config))
         elif args.command == "sd":
             print(model_import.import_sd(args.model or default_paths.sd_dir(settings), args.name))
+        elif args.command == "sam3":
+            checkpoint = args.checkpoint or default_paths.sam3_dir(settings)
+            print(model_import.import_sam3(checkpoint, args.name))
         elif args.command == "tiny":
             for kind, tag in model_import.import_tiny().items():
                 print(f"{kind}: {tag}")

@@ -45,7 +45,7 @@ def base_env(bentoml_home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "SAM_MODEL", "LAMA_MODEL", "SD_MODEL")
+        if k not in ("REDIS_URL", "SAM_MODEL", "LAMA_MODEL", "SD_MODEL", "SAM3_MODEL")
     }
     return {**env, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True"}
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-# Model tags (SAM_MODEL, LAMA_MODEL, SD_MODEL) pinned for every server process.
+# Model tags (SAM_MODEL, LAMA_MODEL, SD_MODEL, SAM3_MODEL) pinned for every server process.
 exports="$(.venv/bin/python scripts/import_models.py prepare --shell)"
 eval "$exports"
 echo "$exports" | sed 's/^export /serving /'

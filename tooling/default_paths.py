@@ -23,3 +23,9 @@ def sd_dir(settings: Settings) -> Path:
     from tooling.download import sd_dir_for
 
     return settings.sd_model_path or sd_dir_for(settings.sd_model_id, settings.models_dir)
+
+
+def sam3_dir(settings: Settings) -> Path:
+    from tooling.download import sd_dir_for
+
+    return sd_dir_for(settings.sam3_model_id, settings.models_dir)

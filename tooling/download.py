@@ -21,7 +21,7 @@ import stat
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DownloadError", "download_file", "download_sam", "download_big_lama", "download_sd"]
+__all__ = [
+    "DownloadError",
+    "download_file",
+    "download_sam",
+    "download_big_lama",
+    "download_sd",
+    "download_sam3",
+]
 
 # --- manifest -----------------------------------------------------------------------------
 
@@ -283,6 +290,90 @@ def download_sd(
     `download_info.json` (model id, commit, variant) for the import step. `endpoint` overrides
     HF_ENDPOINT; `token` defaults to HF_TOKEN or the saved login (gated models need one).
     """
+    dest = Path(dest)
+    _refuse_other_model(dest, model_id)
+    commit, tree, selected = _hub_snapshot(
+        model_id,
+        dest,
+        lambda files: select_sd_files(files, variant),
+        "model_index.json",
+        "a diffusers pipeline",
+        endpoint=endpoint,
+        revision=revision,
+        token=token,
+        progress=progress,
+    )
+    _verify_sd_files(dest, model_id, {path: tree[path] for path in selected})
+    _check_pipeline(dest, model_id, selected)
+    info = {
+        "model_id": model_id,
+        "revision": revision,
+        "commit": commit,
+        # What to pass as from_pretrained(variant=...); diffusers falls back to plain files.
+        "variant": _weights_variant(selected),
+        "files": selected,
+    }
+    (dest / SD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return dest
+
+
+# What serving SAM 3 needs from facebook/sam3 (the repo also holds the original sam3.pt).
+SAM3_FILES = (
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+def download_sam3(
+    model_id: str,
+    dest: Path,
+    *,
+    endpoint: str | None = None,
+    revision: str = "main",
+    token: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch SAM 3's transformers files (`SAM3_FILES` the repo holds) into `dest`, each checked
+    against the Hub's checksums. facebook/sam3 is gated: accept its licence, set HF_TOKEN."""
+    dest = Path(dest)
+    _refuse_other_model(dest, model_id)
+    commit, tree, selected = _hub_snapshot(
+        model_id,
+        dest,
+        lambda files: sorted(set(files) & set(SAM3_FILES)),
+        "model.safetensors",
+        "a transformers SAM 3",
+        endpoint=endpoint,
+        revision=revision,
+        token=token,
+        progress=progress,
+    )
+    _verify_sd_files(dest, model_id, {path: tree[path] for path in selected})
+    info = {"model_id": model_id, "revision": revision, "commit": commit, "files": selected}
+    (dest / SD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return dest
+
+
+def _hub_snapshot(
+    model_id: str,
+    dest: Path,
+    select: Callable[[Iterable[str]], list[str]],
+    marker: str,
+    kind: str,
+    *,
+    endpoint: str | None,
+    revision: str,
+    token: str | None,
+    progress: bool,
+) -> tuple[str, dict[str, RepoFile], list[str]]:
+    """Resolve `revision` to a commit, download the files `select` picks from the repo's
+    tree into `dest` (the repo must hold `marker`); return commit, tree and the selection."""
     import httpx2
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -293,8 +384,6 @@ def download_sd(
         enable_progress_bars,
     )
 
-    dest = Path(dest)
-    _refuse_other_model(dest, model_id)
     api = HfApi(endpoint=endpoint, token=token)
     quiet = not progress and not are_progress_bars_disabled()
     if quiet:
@@ -308,9 +397,9 @@ def download_sd(
             for entry in api.list_repo_tree(model_id, revision=commit, recursive=True)
             if isinstance(entry, RepoFile)
         }
-        if "model_index.json" not in tree:
-            raise DownloadError(f"{model_id}: no model_index.json, not a diffusers pipeline")
-        selected = select_sd_files(tree, variant)
+        if marker not in tree:
+            raise DownloadError(f"{model_id}: no {marker}, not {kind}")
+        selected = select(tree)
         snapshot_download(
             model_id,
             revision=commit,
@@ -333,18 +422,7 @@ def download_sd(
         if quiet:
             enable_progress_bars()
 
-    _verify_sd_files(dest, model_id, {path: tree[path] for path in selected})
-    _check_pipeline(dest, model_id, selected)
-    info = {
-        "model_id": model_id,
-        "revision": revision,
-        "commit": commit,
-        # What to pass as from_pretrained(variant=...); diffusers falls back to plain files.
-        "variant": _weights_variant(selected),
-        "files": selected,
-    }
-    (dest / SD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return dest
+    return commit, tree, selected
 
 
 def _refuse_other_model(dest: Path, model_id: str) -> None:
@@ -430,7 +508,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Download the official SAM, big-lama and Stable Diffusion inpainting weights.",
     )
     settings = get_settings()
-    parser.add_argument("what", choices=("sam", "lama", "sd", "all"))
+    parser.add_argument("what", choices=("sam", "lama", "sd", "sam3", "all"))
     parser.add_argument(
         "--type", dest="sam_type", choices=sorted(SAM_CHECKPOINTS), default=settings.sam_model_type
     )
@@ -438,6 +516,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model-id", default=settings.sd_model_id, help="diffusers inpainting repo"
     )
+    parser.add_argument("--sam3-model-id", default=settings.sam3_model_id, help="SAM 3 repo")
     parser.add_argument("--revision", default="main", help="branch, tag or commit of --model-id")
     parser.add_argument(
         "--variant",
@@ -448,7 +527,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--base-url",
         help="mirror to fetch from: a folder URL holding the SAM files (sam), the zip URL "
-        "(lama) or a Hub endpoint (sd)",
+        "(lama) or a Hub endpoint (sd, sam3)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
@@ -484,6 +563,14 @@ def main(argv: list[str] | None = None) -> int:
                 progress=progress,
             )
             results.append((f"SD pipeline {args.model_id}", path))
+        if args.what in ("sam3", "all"):
+            path = download_sam3(
+                args.sam3_model_id,
+                sd_dir_for(args.sam3_model_id, models_dir),
+                endpoint=args.base_url,
+                progress=progress,
+            )
+            results.append((f"SAM 3 {args.sam3_model_id}", path))
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

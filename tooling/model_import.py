@@ -18,6 +18,7 @@ from config.settings import Settings
 from models.store import (
     DEFAULT_NAMES,
     LAMA_FOLDER,
+    SAM3_FOLDER,
     SD_FOLDER,
     TINY_NAMES,
     ModelKind,
@@ -95,6 +96,24 @@ def import_sd(model_dir: Path, name: str | None = None, *, demo: bool = False) -
     )
 
 
+def import_sam3(model_dir: Path, name: str | None = None, *, demo: bool = False) -> str:
+    """Verify a SAM 3 folder (facebook/sam3's layout) key by key and store it."""
+    from models.sam3_checkpoint import verify_sam3_dir
+
+    model_dir = Path(model_dir)
+    metadata = verify_sam3_dir(model_dir)
+    return _create_entry(
+        name or DEFAULT_NAMES["sam3"],
+        "sam3",
+        metadata,
+        # .cache holds huggingface_hub's download bookkeeping, not model files.
+        lambda path: shutil.copytree(
+            model_dir, path / SAM3_FOLDER, ignore=shutil.ignore_patterns(".cache")
+        ),
+        demo=demo,
+    )
+
+
 def import_tiny() -> dict[ModelKind, str]:
     """Build the tiny random-weight models in the official formats and store them."""
     from tooling.tiny import build_tiny_models
@@ -105,6 +124,7 @@ def import_tiny() -> dict[ModelKind, str]:
             "sam": import_sam(built.sam_checkpoint, "tiny", TINY_NAMES["sam"], demo=True),
             "lama": import_lama(built.lama_dir, TINY_NAMES["lama"], demo=True),
             "sd": import_sd(built.sd_dir, TINY_NAMES["sd"], demo=True),
+            "sam3": import_sam3(built.sam3_dir, TINY_NAMES["sam3"], demo=True),
         }
 
 

@@ -62,6 +62,7 @@ class TinyModels:
     sam_checkpoint: Path
     lama_dir: Path
     sd_dir: Path
+    sam3_dir: Path
 
 
 def build_tiny_models(workdir: Path, seed: int = 0) -> TinyModels:
@@ -72,6 +73,7 @@ def build_tiny_models(workdir: Path, seed: int = 0) -> TinyModels:
         ),
         lama_dir=build_tiny_lama_dir(workdir / "big-lama-tiny", seed=seed),
         sd_dir=build_tiny_sd_inpainting_dir(workdir / "sd-inpainting-tiny", seed=seed),
+        sam3_dir=build_tiny_sam3_dir(workdir / "sam3-tiny", seed=seed),
     )
 
 
@@ -343,3 +345,92 @@ def build_tiny_sd_inpainting_dir(path: Path, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+# --- SAM 3 ------------------------------------------------------------------------------------
+
+# A 112-pixel, 2-layer, 32-wide SAM 3: every module of the real one (ViT with windowed and global
+# attention, FPN neck, CLIP text encoder, geometry encoder, DETR encoder/decoder, mask decoder)
+# at toy sizes; one text query on 2 CPU cores takes well under a second.
+TINY_SAM3_IMAGE_SIZE = 112
+
+
+def tiny_sam3_config(vocab_size: int, special: Mapping[str, int]) -> dict[str, Any]:
+    """Sam3Config keyword arguments for the tiny SAM 3."""
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    return {
+        "vision_config": {
+            "backbone_config": {
+                "model_type": "sam3_vit_model",
+                **small,
+                "num_hidden_layers": 2,
+                "image_size": TINY_SAM3_IMAGE_SIZE,
+                "patch_size": 14,
+                "window_size": 4,
+                "global_attn_indexes": [1],
+                "pretrain_image_size": 56,
+            },
+            "fpn_hidden_size": 32,
+            "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
+        },
+        "text_config": {
+            "model_type": "clip_text_model",
+            **small,
+            "vocab_size": vocab_size,
+            "projection_dim": 32,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 32,
+            **special,
+        },
+        "geometry_encoder_config": {**small, "num_layers": 1},
+        "detr_encoder_config": {**small, "num_layers": 1},
+        "detr_decoder_config": {**small, "num_layers": 1, "num_queries": 8},
+        "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2},
+    }
+
+
+def write_random_sam3_dir(
+    path: Path,
+    config: Mapping[str, Any] | None = None,
+    *,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight SAM 3 in the facebook/sam3 layout (config.json, model.safetensors,
+    processor and CLIP tokenizer files). `config=None` is the tiny one; `{}` the full-size
+    official architecture. Deterministic for a seed; the global RNG state is left untouched."""
+    from transformers import CLIPTokenizer, Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="sam3-tokenizer-") as tokenizer_dir:
+        write_tiny_clip_tokenizer(Path(tokenizer_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+        # transformers 5 saves tokenizer.json only; facebook/sam3 also ships these two.
+        path.mkdir(parents=True, exist_ok=True)
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy2(Path(tokenizer_dir) / name, path / name)
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if config is None:
+        config, image_size = tiny_sam3_config(len(tokenizer), special), TINY_SAM3_IMAGE_SIZE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3Model(Sam3Config(**config)).eval()
+    processor_kwargs: dict[str, Any] = {}
+    if image_size is not None:
+        mask = model.config.vision_config.backbone_feature_sizes[0]
+        processor_kwargs = {
+            "size": {"height": image_size, "width": image_size},
+            "mask_size": {"height": mask[0], "width": mask[1]},
+        }
+    processor = Sam3Processor(Sam3ImageProcessor(**processor_kwargs), tokenizer)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_sam3_dir(path: Path, seed: int = 0) -> Path:
+    return write_random_sam3_dir(path, seed=seed)

@@ -68,6 +68,12 @@ class EmptyMaskException(ValidationException):
     code = "empty_mask"
 
 
+class NothingSelectedException(ValidationException):
+    """A `text` selection found no instance above the threshold (or the clicks removed all)."""
+
+    code = "nothing_selected"
+
+
 class ModelNotLoadedException(InpaintError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "model_not_loaded"

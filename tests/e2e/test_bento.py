@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 BENTOML = Path(sys.executable).parent / "bentoml"
 BENTO_NAME = "inpaint-anything"
-TINY_NAMES = {"sam": "sam-tiny", "lama": "lama-tiny", "sd": "sd-tiny"}
+TINY_NAMES = {"sam": "sam-tiny", "lama": "lama-tiny", "sd": "sd-tiny", "sam3": "sam3-tiny"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def built(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Built
     return BuiltBento(tag=tag, path=path, home=bentoml_home, models=packed)
 
 
-def test_the_bento_carries_the_three_resolved_models(built: BuiltBento) -> None:
+def test_the_bento_carries_the_four_resolved_models(built: BuiltBento) -> None:
     assert built.tag.startswith(f"{BENTO_NAME}:")
     info = _read_yaml(built.path / "bento.yaml")
     services = {s["name"]: s for s in info["services"]}
@@ -90,6 +90,7 @@ def test_the_bento_carries_the_three_resolved_models(built: BuiltBento) -> None:
         "sam_runner": [built.models["sam"]],
         "lama_runner": [built.models["lama"]],
         "sd_runner": [built.models["sd"]],
+        "sam3_runner": [built.models["sam3"]],
     }
     assert {"name": "ENVIRONMENT", "value": "production", "stage": "all"} in info["envs"]
 

@@ -24,8 +24,9 @@ def test_ready_reports_every_model_and_says_they_are_demo(server: Server) -> Non
     body = response.json()
     assert body["ready"] is True
     assert body["demo_models"] is True
-    assert set(body["models"]) == {"sam", "lama", "sd"}
-    for kind, name in (("sam", "sam-tiny"), ("lama", "lama-tiny"), ("sd", "sd-tiny")):
+    assert set(body["models"]) == {"sam", "lama", "sd", "sam3"}
+    names = (("sam", "sam-tiny"), ("lama", "lama-tiny"), ("sd", "sd-tiny"), ("sam3", "sam3-tiny"))
+    for kind, name in names:
         model = body["models"][kind]
         assert model["loaded"] is True and model["error"] is None
         assert model["tag"].startswith(f"{name}:") and not model["tag"].endswith(":latest")

@@ -656,3 +656,27 @@ def test_cli_prints_paths_for_scripts(
     assert capsys.readouterr().out == f"{tmp_path / 'org--sd-inpaint'}\n"
     assert dl.main(["lama", "--base-url", f"{server.base}/big-lama.zip", *common]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'big-lama'}\n"
+
+
+def test_download_sam3_fetches_the_transformers_files_only(server: Server, tmp_path: Path) -> None:
+    names = [*dl.SAM3_FILES, "sam3.pt", "README.md", ".gitattributes"]
+    files = {name: f"{name}\n".encode() + os.urandom(64) for name in names}
+    server.repos["facebook/sam3"] = HubRepo(COMMIT, files)
+    dest = tmp_path / "sam3"
+    assert dl.download_sam3("facebook/sam3", dest, endpoint=server.base, progress=False) == dest
+    assert _local_files(dest) == sorted([*dl.SAM3_FILES, dl.SD_INFO_FILE])
+    for name in dl.SAM3_FILES:
+        assert (dest / name).read_bytes() == files[name]
+    paths = {s.path for s in server.seen}
+    assert f"/facebook/sam3/resolve/{COMMIT}/model.safetensors" in paths
+    assert not [p for p in paths if p.endswith("sam3.pt")]  # the original 3.4 GB checkpoint
+
+
+def test_download_sam3_refuses_a_repo_without_safetensors(server: Server, tmp_path: Path) -> None:
+    server.repos["org/not-sam3"] = HubRepo(COMMIT, {"config.json": b"{}"})
+    with pytest.raises(DownloadError, match="no model.safetensors, not a transformers SAM 3"):
+        dl.download_sam3("org/not-sam3", tmp_path / "s", endpoint=server.base, progress=False)
+
+
+def test_download_cli_knows_the_sam3_repo() -> None:
+    assert dl._parse_args(["sam3"]).sam3_model_id == "facebook/sam3"

@@ -47,6 +47,7 @@ def test_empty_store_resolves_to_the_tiny_names(model_store: Path) -> None:
         "sam": "sam-tiny:latest",
         "lama": "lama-tiny:latest",
         "sd": "sd-tiny:latest",
+        "sam3": "sam3-tiny:latest",
     }
 
 
