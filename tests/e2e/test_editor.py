@@ -648,3 +648,35 @@ def test_the_uint8_decoder_in_the_page(server: Server, offline: OfflinePage) -> 
     page.mouse.click(*on_stage(page, 300, 200))
     until(lambda: len(page.evaluate("editorStats().decodeMs")) >= 2, "a decode with fp32")
     assert offline.errors == []
+
+
+def test_select_by_words_toggles_instances_then_removes(
+    server: Server, offline: OfflinePage
+) -> None:
+    """The tiny SAM 3 finds instances of "person" at a low threshold (its scores are ~0.25);
+    each is a toggle, the union of those on is the mask, and remove paints that mask."""
+    page = offline.page
+    open_photo(page, server.url)
+    page.fill("[data-testid=select-text]", "person")
+    page.fill("[data-testid=select-text-threshold]", "0.1")
+    page.keyboard.press("Enter")  # in the field: submits the search, not an edit
+    page.locator("[data-testid=instance-1]").wait_for(timeout=TIMEOUT_MS)
+    toggles = page.locator("[data-testid^=instance-]")
+    count = toggles.count()
+    assert count >= 1
+    assert all(toggles.nth(i).is_checked() for i in range(count))
+    union = mask_area(page)
+    assert union > 0
+    toggles.nth(0).uncheck()
+    assert mask_area(page) <= union
+    for i in range(1, count):
+        toggles.nth(i).uncheck()
+    assert mask_area(page) == 0, "every instance off: nothing selected"
+    for i in range(count):
+        toggles.nth(i).check()
+    assert mask_area(page) == union
+    assert axe_violations(page) == []
+
+    page.click("[data-testid=action-remove]")
+    assert wait_state(page, "done", "error") == "done", page.inner_text("[data-testid=error]")
+    assert offline.external == [] and offline.errors == []
