@@ -331,6 +331,11 @@ class Capacity(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     problems: list[str] = Field(default_factory=list, description="why not ready")
+    notices: list[str] = Field(
+        default_factory=list,
+        description="what an optional model (SAM 3 unless SAM3_REQUIRED) lacks: not a reason "
+        "to be unready, but its requests fail",
+    )
     demo_models: bool = Field(description="true when any runner serves a tiny random model")
     models: dict[str, ModelReadiness]
     process_memory_mb: float = Field(description="resident memory of the entry process")

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     lama_model: str = ""
     sd_model: str = ""
     sam3_model: str = ""  # SAM 3: selection by words (`text`)
+    # Selection by words is optional: a missing or demo SAM 3 is reported in /ready's `notices`
+    # (and `text` requests get 503) without making the server unready, since facebook/sam3 is
+    # gated on the Hub. True: SAM 3 counts like the other models.
+    sam3_required: bool = False
 
     # --- files the download/import commands use (work-order names) ----------------------
     # Downloads land in MODELS_DIR; the *_PATH settings override where an import reads from

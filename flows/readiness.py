@@ -29,17 +29,20 @@ class Readiness:
     async def report(self) -> ReadyResponse:
         """Every runner's load state; a runner that does not answer counts as not loaded."""
         reports = dict(zip(KINDS, await asyncio.gather(*map(self._ask, KINDS)), strict=True))
-        problems = [
-            f"{kind}: {report.error or 'not loaded'}"
-            for kind, report in reports.items()
-            if not report.loaded
-        ]
+        optional = set() if self._settings.sam3_required else {"sam3"}
+        found: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        for kind, report in reports.items():
+            if not report.loaded:
+                found[kind].append(f"{kind}: {report.error or 'not loaded'}")
+            elif report.demo and self._settings.is_production:
+                found[kind].append(f"ENVIRONMENT=production but {kind} serves a demo model")
+        problems = [p for kind in KINDS if kind not in optional for p in found[kind]]
+        notices = [p for kind in KINDS if kind in optional for p in found[kind]]
         demo = [kind for kind, report in reports.items() if report.demo]
-        if demo and self._settings.is_production:
-            problems.append(f"ENVIRONMENT=production but {', '.join(demo)} serve demo models")
         return ReadyResponse(
             ready=not problems,
             problems=problems,
+            notices=notices,
             demo_models=bool(demo),
             models=reports,
             process_memory_mb=process_memory_mb(),

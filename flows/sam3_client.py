@@ -17,6 +17,7 @@ from flows.context import Background, RunnerFacts, current_request, request_dead
 from runners.client import call_runner
 from runners.embedding_cache import embedding_key
 from runners.sam3 import Sam3Job, unpack_masks
+from utils.exceptions import ModelNotLoadedException
 
 logger = logging.getLogger("inpaint.sam3")
 
@@ -44,8 +45,14 @@ class Sam3Client:
     async def instances(self, image: np.ndarray, text: str, threshold: float) -> Instances:
         """Every instance of `text` scoring above `threshold`, best first, at most
         MAX_TEXT_INSTANCES."""
-        tag = (await self._facts.tags(("sam3",)))["sam3"]
-        key = await asyncio.to_thread(embedding_key, image, tag)
+        report = await self._facts.report("sam3")
+        if report["demo"] and self._settings.is_production:
+            raise ModelNotLoadedException(
+                "selection by words needs SAM 3's weights: this production server has only the "
+                "tiny demo SAM 3 (scripts/download_models.sh with HF_TOKEN, or "
+                "scripts/import_models.py sam3 --checkpoint DIR)"
+            )
+        key = await asyncio.to_thread(embedding_key, image, report["tag"])
         job = Sam3Job(
             key=key,
             text=text,
