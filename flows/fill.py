@@ -7,14 +7,12 @@ the mask (utils.windows.plan_fill_window, at SD's native resolution) -> paint ->
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from api.schemas import FillRequest, InpaintResponse
 from flows.context import FlowContext
 from flows.limits import check_fill_canvas
-from flows.painters import sd_painter
-from flows.plan import paint_region, region_to_paint
-from flows.responses import inpaint_response
+from flows.painters import generate
+from flows.plan import kernel_size, region_to_paint
 from flows.selection import select
 from flows.upload import Upload
 from utils.windows import plan_fill_window
@@ -26,21 +24,7 @@ async def fill(ctx: FlowContext, request: FillRequest, upload: Upload) -> Inpain
     resolution = await ctx.facts.sd_resolution()
     check_fill_canvas(*size, resolution, settings.max_canvas_pixels)  # before any model runs
     selection = await select(ctx.sam, request, upload, ctx.sam3)
-    kernel = request.dilate_kernel_size
-    if kernel is None:
-        kernel = settings.fill_dilate_kernel_size
+    kernel = kernel_size(request.dilate_kernel_size, settings.fill_dilate_kernel_size)
     region = await region_to_paint(selection.mask, kernel, keep_object=False)
     window = await asyncio.to_thread(plan_fill_window, size, region, resolution)
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-    painted = await paint_region(upload.image, region, window, sd_painter(ctx, request, seed))
-    return await inpaint_response(
-        ctx,
-        request,
-        upload,
-        painted,
-        selection,
-        model="sd",
-        kernel=kernel,
-        strategy=window.kind,
-        seed=seed,
-    )
+    return await generate(ctx, request, upload, selection, region, window, kernel)

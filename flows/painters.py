@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 
 import numpy as np
 
 from api.observe import stage
-from api.schemas import GenerateRequest
+from api.schemas import GenerateRequest, InpaintResponse
 from flows.context import FlowContext, current_request
-from flows.plan import Painter
+from flows.plan import Painter, Window, paint_region
+from flows.responses import inpaint_response
+from flows.selection import Selection
+from flows.upload import Upload
 from jobs.model import current_job_id
 from runners.client import call_runner
 from runners.lama import LamaJob
@@ -49,6 +53,32 @@ def sd_painter(ctx: FlowContext, request: GenerateRequest, seed: int) -> Painter
         return generated
 
     return paint
+
+
+async def generate(
+    ctx: FlowContext,
+    request: GenerateRequest,
+    upload: Upload,
+    selection: Selection,
+    region: np.ndarray,
+    window: Window,
+    kernel: int,
+) -> InpaintResponse:
+    """fill's and replace's last steps: the seed (the request's, else a random one, reported),
+    SD on the window, the region pasted back, the response."""
+    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+    painted = await paint_region(upload.image, region, window, sd_painter(ctx, request, seed))
+    return await inpaint_response(
+        ctx,
+        request,
+        upload,
+        painted,
+        selection,
+        model="sd",
+        kernel=kernel,
+        strategy=window.kind,
+        seed=seed,
+    )
 
 
 def sd_job(

@@ -39,6 +39,11 @@ class Painted:
     region: np.ndarray  # HxW bool: what was regenerated; everything else is the input
 
 
+def kernel_size(request_kernel: int | None, default: int) -> int:
+    """The dilation kernel: the request's, else the flow's default from settings."""
+    return default if request_kernel is None else request_kernel
+
+
 async def region_to_paint(selection: np.ndarray, kernel_size: int, keep_object: bool) -> np.ndarray:
     """The dilated selection, or everything but it (replace keeps the object)."""
 

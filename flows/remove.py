@@ -11,7 +11,7 @@ import asyncio
 from api.schemas import InpaintResponse, RemoveRequest
 from flows.context import FlowContext
 from flows.painters import lama_painter
-from flows.plan import paint_region, region_to_paint
+from flows.plan import kernel_size, paint_region, region_to_paint
 from flows.responses import inpaint_response
 from flows.selection import select
 from flows.upload import Upload
@@ -21,9 +21,7 @@ from utils.windows import plan_lama_region
 async def remove(ctx: FlowContext, request: RemoveRequest, upload: Upload) -> InpaintResponse:
     settings = ctx.settings
     selection = await select(ctx.sam, request, upload, ctx.sam3)
-    kernel = request.dilate_kernel_size
-    if kernel is None:
-        kernel = settings.remove_dilate_kernel_size
+    kernel = kernel_size(request.dilate_kernel_size, settings.remove_dilate_kernel_size)
     region = await region_to_paint(selection.mask, kernel, keep_object=False)
     window = await asyncio.to_thread(
         plan_lama_region,

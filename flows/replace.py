@@ -7,13 +7,10 @@ SD's native resolution (utils.windows.plan_letterbox) -> paint -> paste back.
 
 from __future__ import annotations
 
-import secrets
-
 from api.schemas import InpaintResponse, ReplaceRequest
 from flows.context import FlowContext
-from flows.painters import sd_painter
-from flows.plan import paint_region, region_to_paint
-from flows.responses import inpaint_response
+from flows.painters import generate
+from flows.plan import kernel_size, region_to_paint
 from flows.selection import select
 from flows.upload import Upload
 from utils.windows import plan_letterbox
@@ -22,21 +19,7 @@ from utils.windows import plan_letterbox
 async def replace(ctx: FlowContext, request: ReplaceRequest, upload: Upload) -> InpaintResponse:
     settings = ctx.settings
     selection = await select(ctx.sam, request, upload, ctx.sam3)
-    kernel = request.dilate_kernel_size
-    if kernel is None:
-        kernel = settings.replace_dilate_kernel_size
+    kernel = kernel_size(request.dilate_kernel_size, settings.replace_dilate_kernel_size)
     region = await region_to_paint(selection.mask, kernel, keep_object=True)
     window = plan_letterbox(upload.image.shape[:2], await ctx.facts.sd_resolution())
-    seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-    painted = await paint_region(upload.image, region, window, sd_painter(ctx, request, seed))
-    return await inpaint_response(
-        ctx,
-        request,
-        upload,
-        painted,
-        selection,
-        model="sd",
-        kernel=kernel,
-        strategy=window.kind,
-        seed=seed,
-    )
+    return await generate(ctx, request, upload, selection, region, window, kernel)
