@@ -66,6 +66,6 @@ class Readiness:
             logger.error("runner call failed: %r", exc)
             return InpaintError("a model runner failed; see the server log")
         readiness = await self.report()
-        if all(report.loaded for report in readiness.models.values()):
+        if readiness.ready:
             return OverloadedException("the model runners are at capacity; retry shortly")
         return ModelNotLoadedException("; ".join(readiness.problems))
