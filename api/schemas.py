@@ -277,8 +277,10 @@ class SegmentResponse(BaseResponse):
     scores: list[float]
     best_index: int
     metadata: SegmentMetadata
-    instances: list[SegmentInstance] | None = Field(
-        default=None, description="With `text`: each instance found (mask, box, score)"
+    # A list, never null: BentoML's Python client cannot read a null array.
+    instances: list[SegmentInstance] = Field(
+        default_factory=list,
+        description="With `text`: each instance found (mask, box, score); empty otherwise",
     )
 
 
