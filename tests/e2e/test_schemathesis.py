@@ -66,6 +66,8 @@ UNSTATABLE_RULES = re.compile(
     r"outside the \d+x\d+ image|exceeds the \d+x\d+ image|is empty; click elsewhere"
     r"|give point_coords or box|either a mask or SAM prompts|x0 < x1 and y0 < y1"
     r"|point_labels has \d+ entries for \d+ points|point_labels given without point_coords"
+    # SAM 3: what it finds in the picture, and mask_index (a SAM candidate) beside text.
+    r"|nothing selected for text|mask_index picks one of SAM's candidates: not with text"
 )
 
 
