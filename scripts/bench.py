@@ -589,30 +589,40 @@ def reference_remove(sam_tag: str, lama_tag: str, photo: np.ndarray, repeats: in
     }
 
 
-async def server_section(url: str, photo: np.ndarray, sam_tag: str, repeats: int) -> dict:
-    """Cold `/remove` on new photos, and cached `/segment` vs bare `SamPredictor.predict`
-    (same weights, same threads; alternated, the server idle while predict runs)."""
+async def cached_segment_vs_predict(
+    client: httpx.AsyncClient, photo: np.ndarray, image: bytes, sam_tag: str, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds of `/segment` on `image` once its embedding is cached, and of a bare
+    `SamPredictor.predict` of the same click on the same weights and threads; alternated, the
+    server idle while predict runs."""
     from segment_anything import SamPredictor
 
+    await _post(client, "segment", image, CLICK)  # the embedding is now cached
+    sam, _ = _load_sam(sam_tag)
+    predictor = SamPredictor(sam)
+    predictor.set_image(photo)
+    click = np.asarray(CLICK["point_coords"], dtype=np.float64)
+
+    def predict() -> None:
+        predictor.predict(click, np.array([1]), multimask_output=True)
+
+    predict()
+    segment, bare = [], []
+    for _ in range(rounds):
+        segment.append(await _post(client, "segment", image, CLICK))
+        bare.append(_clock(predict))
+    return segment, bare
+
+
+async def server_section(url: str, photo: np.ndarray, sam_tag: str, repeats: int) -> dict:
+    """Cold `/remove` on new photos, and cached `/segment` vs bare `SamPredictor.predict`."""
     cold = []
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         for index in range(repeats):
             cold.append(await _post(client, "remove", _variant(photo, 7000 + index), CLICK))
-        cached_image = _variant(photo, 7999)
-        await _post(client, "segment", cached_image, CLICK)  # the embedding is now cached
-        sam, _ = _load_sam(sam_tag)
-        predictor = SamPredictor(sam)
-        predictor.set_image(photo)
-        click = np.asarray(CLICK["point_coords"], dtype=np.float64)
-
-        def predict() -> None:
-            predictor.predict(click, np.array([1]), multimask_output=True)
-
-        predict()
-        segment, bare = [], []
-        for _ in range(max(repeats, 5)):
-            segment.append(await _post(client, "segment", cached_image, CLICK))
-            bare.append(_clock(predict))
+        segment, bare = await cached_segment_vs_predict(
+            client, photo, _variant(photo, 7999), sam_tag, max(repeats, 5)
+        )
     ready = httpx.get(f"{url}/api/v1/ready", timeout=30).json()
     return {
         "cold_remove": _summary(cold),

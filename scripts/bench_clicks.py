@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from scripts.bench import CLICK, _clock, _load_sam, _post, _summary, _variant
+from scripts.bench import CLICK, _post, _summary, _variant, cached_segment_vs_predict
 
 BUSY_DELAY_S = 0.3  # the click leaves this long after the other photo's request
 
@@ -42,25 +42,10 @@ async def _embedding_fetch(client: httpx.AsyncClient, image: bytes, binary: bool
 
 
 async def clicks_section(url: str, photo: np.ndarray, sam_tag: str, repeats: int) -> dict:
-    from segment_anything import SamPredictor
-
     rounds = max(repeats, 5)
     cached = _variant(photo, 9100)
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
-        await _post(client, "segment", cached, CLICK)  # the embedding is now cached
-        sam, _ = _load_sam(sam_tag)
-        predictor = SamPredictor(sam)
-        predictor.set_image(photo)
-        point = np.asarray(CLICK["point_coords"], dtype=np.float64)
-
-        def predict() -> None:
-            predictor.predict(point, np.array([1]), multimask_output=True)
-
-        predict()
-        segment, bare = [], []
-        for _ in range(rounds):
-            segment.append(await _post(client, "segment", cached, CLICK))
-            bare.append(_clock(predict))
+        segment, bare = await cached_segment_vs_predict(client, photo, cached, sam_tag, rounds)
         binary = [await _embedding_fetch(client, cached, True) for _ in range(rounds)]
         as_json = [await _embedding_fetch(client, cached, False) for _ in range(rounds)]
         idle = [await _post(client, "segment", cached, CLICK) for _ in range(rounds)]
