@@ -8,8 +8,9 @@ import asyncio
 from starlette.responses import Response
 
 from api.embedding import EmbeddingRequest, EmbeddingResponse, binary_embedding, encode_embedding
-from api.schemas import SegmentMetadata, utc_timestamp
+from api.schemas import utc_timestamp
 from flows.context import FlowContext
+from flows.responses import segment_metadata
 from flows.upload import Upload
 from utils.sam_frame import working_size
 
@@ -41,12 +42,5 @@ async def embedding(
         original_size=[height, width],
         model=tags["sam"],
         key=found.key,
-        metadata=SegmentMetadata(
-            width=width,
-            height=height,
-            processing_time_ms=0.0,
-            models=tags,
-            device=await ctx.facts.device("sam"),
-            embedding_cached=found.cached,
-        ),
+        metadata=await segment_metadata(ctx, "sam", upload.image, found.cached),
     )

@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
+
 from api.observe import stage
-from api.schemas import InpaintMetadata, InpaintRequest, InpaintResponse, utc_timestamp
+from api.schemas import (
+    InpaintMetadata,
+    InpaintRequest,
+    InpaintResponse,
+    SegmentMetadata,
+    utc_timestamp,
+)
 from flows.context import FlowContext
 from flows.plan import Painted
 from flows.selection import Selection
 from flows.upload import Upload
 from utils.image_io import encode_mask_base64, encode_result, to_base64
+
+
+async def segment_metadata(
+    ctx: FlowContext, kind: str, image: np.ndarray, cached: bool
+) -> SegmentMetadata:
+    """The metadata of a SAM answer (segment, embedding) by the runner `kind`."""
+    height, width = image.shape[:2]
+    return SegmentMetadata(
+        width=width,
+        height=height,
+        processing_time_ms=0.0,
+        models=await ctx.facts.tags((kind,)),
+        device=await ctx.facts.device(kind),
+        embedding_cached=cached,
+    )
 
 
 async def inpaint_response(

@@ -10,12 +10,12 @@ import numpy as np
 from api.observe import stage
 from api.schemas import (
     SegmentInstance,
-    SegmentMetadata,
     SegmentRequest,
     SegmentResponse,
     utc_timestamp,
 )
 from flows.context import FlowContext
+from flows.responses import segment_metadata
 from flows.sam_client import candidate_masks
 from flows.selection import check_prompt, select_text
 from flows.upload import Upload
@@ -24,7 +24,6 @@ from utils.image_io import encode_mask_base64
 
 async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> SegmentResponse:
     image = upload.image
-    height, width = image.shape[:2]
     check_prompt(request, image.shape[:2])
     if request.text is not None:
         return await _segment_text(ctx, request, upload)
@@ -41,14 +40,7 @@ async def segment(ctx: FlowContext, request: SegmentRequest, upload: Upload) -> 
         masks=list(encoded),
         scores=[float(s) for s in found.scores],
         best_index=int(np.argmax(found.scores)),
-        metadata=SegmentMetadata(
-            width=width,
-            height=height,
-            processing_time_ms=0.0,
-            models=await ctx.facts.tags(("sam",)),
-            device=await ctx.facts.device("sam"),
-            embedding_cached=found.cached,
-        ),
+        metadata=await segment_metadata(ctx, "sam", image, found.cached),
     )
 
 
@@ -56,7 +48,6 @@ async def _segment_text(
     ctx: FlowContext, request: SegmentRequest, upload: Upload
 ) -> SegmentResponse:
     image = upload.image
-    height, width = image.shape[:2]
     kept = await select_text(ctx.sam3, request, image)
     with stage("encode"):
         encoded = await asyncio.gather(
@@ -73,14 +64,7 @@ async def _segment_text(
         scores=[instance.score for instance in instances],
         best_index=0,  # best first
         instances=instances,
-        metadata=SegmentMetadata(
-            width=width,
-            height=height,
-            processing_time_ms=0.0,
-            models=await ctx.facts.tags(("sam3",)),
-            device=await ctx.facts.device("sam3"),
-            embedding_cached=kept.cached,
-        ),
+        metadata=await segment_metadata(ctx, "sam3", image, kept.cached),
     )
 
 
