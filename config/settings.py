@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # One heavy forward at a time on this host, across the runner processes: each uses every
     # core, so running two at once only makes both slower.
     compute_lock: bool = True
+    # The CPU priority (nice, 0-19) of a thread running a heavy forward (SAM's encoder, LaMa,
+    # SD, SAM 3): it gives way to clicks, whose mask decoding and replies stay at the
+    # default priority. 0 keeps every thread at the default.
+    heavy_work_nice: int = Field(default=19, ge=0, le=19)
     # Run one dummy forward per runner at start, before it reports ready.
     warm_up: bool = True
 

@@ -6,11 +6,12 @@ Kept apart from the runner classes so that each runner picks its backend in one 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from config.settings import get_settings
-from runners.runtime import compiled_models_dir, compute_slot
+from runners.runtime import compiled_models_dir, run_heavy
 
 if TYPE_CHECKING:
     import torch
@@ -87,11 +88,11 @@ def fast_forward(
 def locked(
     forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`forward` holding the host-wide compute lock while it runs."""
+    """`forward` as a heavy forward: in the compute slot, at the heavy-work priority
+    (runners.runtime.run_heavy)."""
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
-        with compute_slot(device):
-            return forward(inputs)
+        return run_heavy(device, partial(forward, inputs))
 
     return run
 
@@ -197,8 +198,7 @@ def prepare_unet(pipeline: Any, device: torch.device) -> None:
     forward = pipeline.unet.forward
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        with compute_slot(device):
-            return forward(*args, **kwargs)
+        return run_heavy(device, partial(forward, *args, **kwargs))
 
     pipeline.unet.forward = run
 

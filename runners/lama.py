@@ -10,6 +10,7 @@ neighbours.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,8 +24,8 @@ from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import (
     ModelRunner,
     batching,
-    compute_slot,
     expired,
+    run_heavy,
     runner_service_config,
 )
 
@@ -80,8 +81,7 @@ class LamaRunner(ModelRunner):
         image = np.zeros((256, 256, 3), np.uint8)
         mask = np.zeros((256, 256), np.uint8)
         mask[96:160, 96:160] = 1
-        with compute_slot(device):
-            inpaint(self.generator, image, mask, device)
+        run_heavy(device, partial(inpaint, self.generator, image, mask, device))
 
     @bentoml.api(**batching(settings.lama_max_batch_size, settings))
     def inpaint(self, jobs: list[LamaJob]) -> list[np.ndarray]:
@@ -98,8 +98,8 @@ class LamaRunner(ModelRunner):
             return results
         model_work_started(self.kind, "inpaint", len(live))
         pairs = [(jobs[i].item[..., :3], jobs[i].item[..., 3]) for i in live]
-        with compute_slot(self.state.device):
-            painted = inpaint_batch(self.generator, pairs, self.state.device)
+        device = self.state.device
+        painted = run_heavy(device, partial(inpaint_batch, self.generator, pairs, device))
         for i, image in zip(live, painted, strict=True):
             results[i] = image
         return results

@@ -7,16 +7,19 @@ but never runs a model, so it must not pay for torch.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psutil
 from bentoml.exceptions import ServiceUnavailable
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("inpaint.runners")
+T = TypeVar("T")
 
 
 def expired(deadline: float | None) -> bool:
@@ -115,6 +119,59 @@ def compute_slot(device: torch.device | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _HeavyWorkThread(threading.local):
+    on_thread = False  # True on the heavy-work thread itself
+
+
+_heavy = _HeavyWorkThread()
+
+
+def run_heavy(device: torch.device | None, work: Callable[[], T]) -> T:
+    """`work()`, a heavy forward (SAM's encoder, LaMa, an SD UNet step, SAM 3), in torch's
+    inference mode. On a CPU it runs holding the compute slot, on this process's heavy-work
+    thread, whose CPU priority is HEAVY_WORK_NICE: a click's mask decoding shares the cores
+    with these forwards, and must not wait seconds behind another photo's encoder run. The
+    caller's own thread keeps its priority."""
+    if _heavy.on_thread:  # within a heavy forward: in the slot already
+        return work()
+    if device is None or device.type != "cpu":
+        return _in_slot(device, work)
+    return _heavy_thread().submit(_in_slot, device, work).result()
+
+
+def _in_slot(device: torch.device, work: Callable[[], T]) -> T:
+    import torch
+
+    with torch.inference_mode(), compute_slot(device):
+        return work()
+
+
+@functools.cache
+def _heavy_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        1,
+        thread_name_prefix="heavy-work",
+        initializer=_start_heavy_thread,
+        initargs=(get_settings().heavy_work_nice,),
+    )
+
+
+def _start_heavy_thread(nice: int) -> None:
+    _heavy.on_thread = True
+    lower_thread_priority(nice)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread, and the threads it starts from now on (a backend's worker
+    pool), at CPU priority `nice` or lower. Linux keeps priority per thread, and only a
+    privileged process raises it again."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+        os.setpriority(os.PRIO_PROCESS, thread, nice)
 
 
 def compiled_models_dir(settings: Settings) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from config.settings import get_settings
 from models.store import SAM3_FOLDER, resolve_tags
 from runners.queue_metrics import RunnerArrivals, model_work_started
-from runners.runtime import ModelRunner, batching, compute_slot, expired, runner_service_config
+from runners.runtime import ModelRunner, batching, expired, run_heavy, runner_service_config
 
 if TYPE_CHECKING:
     import torch
@@ -195,8 +196,8 @@ class Sam3Runner(ModelRunner):
             pixels = self.processor(images=[jobs[i].image for i in to_encode], return_tensors="pt")[
                 "pixel_values"
             ].to(device)
-            with torch.inference_mode(), compute_slot(device):
-                encoded = self.model.get_vision_features(pixel_values=pixels)
+            vision_pass = partial(self.model.get_vision_features, pixel_values=pixels)
+            encoded = run_heavy(device, vision_pass)
             self._count(vision_runs=1, images_encoded=len(to_encode))
             for i, item in zip(to_encode, split_features(encoded, len(to_encode)), strict=True):
                 features[i] = item
@@ -212,15 +213,17 @@ class Sam3Runner(ModelRunner):
 
         model_work_started(self.kind, "query", 1)
         text = self.processor(text=job.text, return_tensors="pt").to(device)
-        with torch.inference_mode(), compute_slot(device):
-            outputs = self.model(
-                vision_embeds=vision,
-                input_ids=text["input_ids"],
-                attention_mask=text["attention_mask"],
-            )
+        query = partial(
+            self.model,
+            vision_embeds=vision,
+            input_ids=text["input_ids"],
+            attention_mask=text["attention_mask"],
+        )
+        outputs = run_heavy(device, query)
         self._count(text_queries=1)
         size = (int(job.size[0]), int(job.size[1]))
-        return instances_of(self.processor, outputs, job.threshold, size)
+        with torch.inference_mode():  # outputs are inference tensors
+            return instances_of(self.processor, outputs, job.threshold, size)
 
     @bentoml.api
     async def cancel(self, call_ids: list[str]) -> None:

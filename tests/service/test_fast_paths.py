@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from models.sam_checkpoint import SamArchitecture, load_sam
 from runners import fast_paths
 from runners.fast_paths import BF16_DEFAULT_OK
 from runners.lama import LamaJob, LamaRunner
-from runners.runtime import COMPUTE_LOCK_FILE, compute_slot
+from runners.runtime import COMPUTE_LOCK_FILE, compute_slot, run_heavy
 from runners.sam import SamJob, SamRunner
 from runners.sd import SdJob, SdRunner
 from tests.host_cpu import expected_precision, has_bf16
@@ -199,17 +202,43 @@ def test_sd_runner_on_openvino_stops_when_its_caller_gives_up(
     assert steps == [2], "one guided step, then the step callback stopped the call"
 
 
-def test_compute_lock_is_shared_across_processes() -> None:
-    """While a heavy forward holds the lock here, another process cannot take it."""
-    import subprocess
-    import sys
-
+def _lock_holder() -> str:
+    """'held' when something else holds the compute lock, else 'free' (another process)."""
     probe = (
         "import fcntl, sys; f = open(sys.argv[1], 'a+b')\n"
         "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
         "except BlockingIOError: print('held')"
     )
     run = [sys.executable, "-c", probe, str(COMPUTE_LOCK_FILE)]
+    return subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_compute_lock_is_shared_across_processes() -> None:
+    """While a heavy forward holds the lock here, another process cannot take it."""
     with compute_slot(torch.device("cpu")):
-        assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "held"
-    assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "free"
+        assert _lock_holder() == "held"
+    assert _lock_holder() == "free"
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_a_heavy_forward_runs_below_its_callers_priority() -> None:
+    """On a CPU, a heavy forward runs in the compute slot, in inference mode, on a thread at
+    HEAVY_WORK_NICE; the calling thread (e.g. a click's decoding) keeps its own priority."""
+    caller, caller_priority = threading.get_native_id(), _priority()
+
+    def forward() -> tuple[int, int, bool, str]:
+        inference = torch.is_inference_mode_enabled()
+        return threading.get_native_id(), _priority(), inference, _lock_holder()
+
+    thread, priority, inference, lock = run_heavy(torch.device("cpu"), forward)
+    assert thread != caller
+    assert priority == max(caller_priority, get_settings().heavy_work_nice) == 19
+    assert inference and lock == "held"
+    assert _priority() == caller_priority
+    # Nested in a heavy forward, it runs in place (taking the slot again would deadlock).
+    nested = run_heavy(torch.device("cpu"), lambda: run_heavy(torch.device("cpu"), _priority))
+    assert nested == 19
+    assert _lock_holder() == "free"
