@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import resolve_tags
+from runners.bookkeeping import CancelledCalls, Counters, KeptByKey
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, expired, runner_service_config
 from runners.sam_onnx import DecoderExport
@@ -44,7 +43,6 @@ logger = logging.getLogger("inpaint.runners")
 
 Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
 SKIPPED = np.zeros((0,), dtype=np.float32)  # what a skipped job gets instead of an embedding
-_CANCELLED_KEPT = 4096  # ids of calls already finished are never popped; keep the newest
 
 
 class SamJob(BaseModel):
@@ -73,15 +71,11 @@ class SamRunner(ModelRunner):
     decoder_export = DecoderExport()
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # counts, cancelled call ids, kept embeddings
-        self.counts = {
-            "encoder_runs": 0,
-            "images_encoded": 0,
-            "skipped_expired": 0,
-            "skipped_cancelled": 0,
-        }
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
-        self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._counts = Counters(
+            "encoder_runs", "images_encoded", "skipped_expired", "skipped_cancelled"
+        )
+        self._cancelled = CancelledCalls()
+        self._kept: KeptByKey[np.ndarray] = KeptByKey(settings.runner_embeddings_kept)
         self._decoder_thread = ThreadPoolExecutor(1, thread_name_prefix="sam-decode")
         super().__init__()
 
@@ -101,11 +95,6 @@ class SamRunner(ModelRunner):
 
         warm_up_sam(self.model, self._encode, self._decode, device)
 
-    def _count(self, **increments: int) -> None:
-        with self._lock:
-            for name, value in increments.items():
-                self.counts[name] += value
-
     @bentoml.api(**batching(settings.sam_max_batch_size, settings))
     def embed(self, jobs: list[SamJob]) -> list[np.ndarray]:
         """Image embeddings (256x64x64 float32), one per job; `SKIPPED` (an empty array) for
@@ -113,12 +102,12 @@ class SamRunner(ModelRunner):
         import torch
 
         self.state.require()
-        cancelled = [i for i, job in enumerate(jobs) if self._was_cancelled(job.call_id)]
+        cancelled = [i for i, job in enumerate(jobs) if self._cancelled.take(job.call_id)]
         live = [i for i, job in enumerate(jobs) if i not in cancelled and not expired(job.deadline)]
         results = [SKIPPED] * len(jobs)
         for i in cancelled:
             logger.info("SAM call %s skipped: cancelled by its caller", jobs[i].call_id)
-        self._count(
+        self._counts.add(
             skipped_cancelled=len(cancelled),
             skipped_expired=len(jobs) - len(live) - len(cancelled),
         )
@@ -130,44 +119,17 @@ class SamRunner(ModelRunner):
             batch = torch.from_numpy(np.stack([to_model_input(jobs[i].image) for i in live]))
             batch = batch.to(device)
             features = self._encode(batch)
-        self._count(encoder_runs=1, images_encoded=len(live))
+        self._counts.add(encoder_runs=1, images_encoded=len(live))
         for i, feature in zip(live, features, strict=True):
             results[i] = feature.float().cpu().numpy()
-            self._keep(jobs[i].key, results[i])
+            self._kept.put(jobs[i].key, results[i])
         return results
-
-    def _keep(self, key: str | None, embedding: np.ndarray) -> None:
-        if key is None or settings.runner_embeddings_kept == 0:
-            return
-        with self._lock:
-            self._kept[key] = embedding
-            self._kept.move_to_end(key)
-            while len(self._kept) > settings.runner_embeddings_kept:
-                self._kept.popitem(last=False)
-
-    def _kept_embedding(self, key: str) -> np.ndarray | None:
-        with self._lock:
-            embedding = self._kept.get(key)
-            if embedding is not None:
-                self._kept.move_to_end(key)
-            return embedding
-
-    def _was_cancelled(self, call_id: str | None) -> bool:
-        with self._lock:
-            if call_id is None or call_id not in self._cancelled:
-                return False
-            del self._cancelled[call_id]
-            return True
 
     @bentoml.api
     async def cancel(self, call_ids: list[str]) -> None:
         """Forget the work of these calls: their callers went away. Queued jobs with these
         ids are skipped; a job already running finishes."""
-        with self._lock:
-            for call_id in call_ids:
-                self._cancelled[call_id] = None
-            while len(self._cancelled) > _CANCELLED_KEPT:
-                self._cancelled.popitem(last=False)
+        self._cancelled.add(call_ids)
 
     @bentoml.api
     async def decode(
@@ -207,14 +169,14 @@ class SamRunner(ModelRunner):
 
         self.state.require()
         if expired(deadline):
-            self._count(skipped_expired=1)
+            self._counts.add(skipped_expired=1)
             return {"expired": True}
         if embedding is None:
-            embedding = self._kept_embedding(embedding_key)
+            embedding = self._kept.get(embedding_key)
             if embedding is None:
                 return {"unknown_embedding": True}
         else:
-            self._keep(embedding_key, embedding)
+            self._kept.put(embedding_key, embedding)
         model_work_started(self.kind, "decode", 1)
         size = (int(original_size[0]), int(original_size[1]))
         points = None
@@ -244,8 +206,7 @@ class SamRunner(ModelRunner):
     @bentoml.api
     async def status(self) -> dict[str, Any]:
         report = self.state.report()
-        with self._lock:
-            report["details"] = {**report["details"], **self.counts}
+        report["details"] = {**report["details"], **self._counts.snapshot()}
         return report
 
 

@@ -17,8 +17,6 @@ packed bits (np.packbits, one row of H*W bits per instance).
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -29,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import SAM3_FOLDER, resolve_tags
+from runners.bookkeeping import CancelledCalls, Counters, KeptByKey
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import ModelRunner, batching, expired, run_heavy, runner_service_config
 
@@ -39,7 +38,6 @@ settings = get_settings()
 logger = logging.getLogger("inpaint.runners")
 
 Array = Annotated[np.ndarray, WithJsonSchema({"type": "array", "description": "numpy array"})]
-_CANCELLED_KEPT = 4096
 
 
 class Sam3Job(BaseModel):
@@ -107,17 +105,16 @@ class Sam3Runner(ModelRunner):
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["sam3"])
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts = {
-            "vision_runs": 0,
-            "images_encoded": 0,
-            "features_reused": 0,
-            "text_queries": 0,
-            "skipped_expired": 0,
-            "skipped_cancelled": 0,
-        }
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
-        self._kept: OrderedDict[str, Any] = OrderedDict()
+        self._counts = Counters(
+            "vision_runs",
+            "images_encoded",
+            "features_reused",
+            "text_queries",
+            "skipped_expired",
+            "skipped_cancelled",
+        )
+        self._cancelled = CancelledCalls()
+        self._kept: KeptByKey[Any] = KeptByKey(settings.sam3_features_kept)
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -129,34 +126,6 @@ class Sam3Runner(ModelRunner):
     def warm_up(self, device: torch.device) -> None:
         image = np.zeros((64, 64, 3), dtype=np.uint8)
         self.run_jobs([Sam3Job(key="", text="warm up", size=[64, 64], image=image)], keep=False)
-
-    def _count(self, **increments: int) -> None:
-        with self._lock:
-            for name, value in increments.items():
-                self.counts[name] += value
-
-    def _was_cancelled(self, call_id: str | None) -> bool:
-        with self._lock:
-            if call_id is None or call_id not in self._cancelled:
-                return False
-            del self._cancelled[call_id]
-            return True
-
-    def _kept_features(self, key: str) -> Any:
-        with self._lock:
-            features = self._kept.get(key)
-            if features is not None:
-                self._kept.move_to_end(key)
-            return features
-
-    def _keep(self, key: str, features: Any) -> None:
-        if not key or settings.sam3_features_kept == 0:
-            return
-        with self._lock:
-            self._kept[key] = features
-            self._kept.move_to_end(key)
-            while len(self._kept) > settings.sam3_features_kept:
-                self._kept.popitem(last=False)
 
     @bentoml.api(**batching(settings.sam3_max_batch_size, settings))
     def segment(self, jobs: list[Sam3Job]) -> list[dict[str, Any]]:
@@ -173,17 +142,17 @@ class Sam3Runner(ModelRunner):
         results: list[dict[str, Any]] = [{"skipped": True}] * len(jobs)
         live = []
         for i, job in enumerate(jobs):
-            if self._was_cancelled(job.call_id):
-                self._count(skipped_cancelled=1)
+            if self._cancelled.take(job.call_id):
+                self._counts.add(skipped_cancelled=1)
                 logger.info("SAM 3 call %s skipped: cancelled by its caller", job.call_id)
             elif expired(job.deadline):
-                self._count(skipped_expired=1)
+                self._counts.add(skipped_expired=1)
             else:
                 live.append(i)
         features: dict[int, Any] = {}
         to_encode = []
         for i in live:
-            kept = self._kept_features(jobs[i].key) if jobs[i].key else None
+            kept = self._kept.get(jobs[i].key) if jobs[i].key else None
             if kept is not None:
                 features[i] = kept
             elif jobs[i].image is None:
@@ -198,12 +167,12 @@ class Sam3Runner(ModelRunner):
             ].to(device)
             vision_pass = partial(self.model.get_vision_features, pixel_values=pixels)
             encoded = run_heavy(device, vision_pass)
-            self._count(vision_runs=1, images_encoded=len(to_encode))
+            self._counts.add(vision_runs=1, images_encoded=len(to_encode))
             for i, item in zip(to_encode, split_features(encoded, len(to_encode)), strict=True):
                 features[i] = item
                 if keep:
-                    self._keep(jobs[i].key, item)
-        self._count(features_reused=len(features) - len(to_encode))
+                    self._kept.put(jobs[i].key, item)
+        self._counts.add(features_reused=len(features) - len(to_encode))
         for i, vision in features.items():
             results[i] = self._query(jobs[i], vision, device)
         return results
@@ -220,7 +189,7 @@ class Sam3Runner(ModelRunner):
             attention_mask=text["attention_mask"],
         )
         outputs = run_heavy(device, query)
-        self._count(text_queries=1)
+        self._counts.add(text_queries=1)
         size = (int(job.size[0]), int(job.size[1]))
         with torch.inference_mode():  # outputs are inference tensors
             return instances_of(self.processor, outputs, job.threshold, size)
@@ -228,17 +197,12 @@ class Sam3Runner(ModelRunner):
     @bentoml.api
     async def cancel(self, call_ids: list[str]) -> None:
         """Forget the work of these calls: their callers went away."""
-        with self._lock:
-            for call_id in call_ids:
-                self._cancelled[call_id] = None
-            while len(self._cancelled) > _CANCELLED_KEPT:
-                self._cancelled.popitem(last=False)
+        self._cancelled.add(call_ids)
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:
         report = self.state.report()
-        with self._lock:
-            report["details"] = {**report["details"], **self.counts}
+        report["details"] = {**report["details"], **self._counts.snapshot()}
         return report
 
 

@@ -106,7 +106,7 @@ def test_sam_decodes_the_embeddings_it_keeps_by_key(
 ) -> None:
     """An encoded photo's embedding stays in the runner under its key, as does one sent with a
     decoding, so the next click sends only the key; the newest RUNNER_EMBEDDINGS_KEPT stay."""
-    monkeypatch.setattr("runners.sam.settings.runner_embeddings_kept", 2)
+    monkeypatch.setattr(sam._kept, "capacity", 2)  # RUNNER_EMBEDDINGS_KEPT=2
     prompt = SamPrompt(point_coords=[[10.0, 12.0]])
     encoded = SamJob(image=to_working_image(_photo(32, 48, 20)), key="encoded")
     embedding = sam.embed([encoded])[0]
