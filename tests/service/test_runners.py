@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,6 +195,31 @@ def test_lama_skips_work_past_its_deadline(lama: LamaRunner) -> None:
     )
     assert late.size == 0 and live.shape == (24, 32, 3)
     assert asyncio.run(lama.status())["details"]["skipped_expired"] - before == 1
+
+
+def test_lama_paints_below_its_callers_priority(
+    lama: LamaRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LaMa batch is heavy work: it runs on another thread at HEAVY_WORK_NICE, so that a
+    click's mask decoding gets the cores first; the caller keeps its priority."""
+    import models.lama_inference
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller, caller_priority = threading.get_native_id(), priority()
+    seen: dict[str, int] = {}
+    paint = models.lama_inference.inpaint_batch
+
+    def watched(*args: Any) -> list[np.ndarray]:
+        seen.update(thread=threading.get_native_id(), priority=priority())
+        return paint(*args)
+
+    monkeypatch.setattr(models.lama_inference, "inpaint_batch", watched)
+    item = np.dstack([_photo(24, 32, 7), np.full((24, 32), 255, np.uint8)])
+    assert lama.inpaint([LamaJob(item=item)])[0].shape == (24, 32, 3)
+    assert seen["thread"] != caller and seen["priority"] == 19
+    assert priority() == caller_priority
 
 
 def _job(seed: int, steps: int = 2, prompt: str = "a red car") -> SdJob:
