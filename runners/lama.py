@@ -9,7 +9,6 @@ neighbours.
 
 from __future__ import annotations
 
-import threading
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from config.settings import get_settings
 from models.store import LAMA_FOLDER, resolve_tags
+from runners.bookkeeping import Counters
 from runners.queue_metrics import RunnerArrivals, model_work_started
 from runners.runtime import (
     ModelRunner,
@@ -52,8 +52,7 @@ class LamaRunner(ModelRunner):
     model_ref = bentoml.models.BentoModel(resolve_tags(settings)["lama"])
 
     def __init__(self) -> None:
-        self._skipped_lock = threading.Lock()
-        self.skipped_expired = 0
+        self._counts = Counters("skipped_expired")
         super().__init__()
 
     def load(self, path: Path, metadata: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -91,8 +90,7 @@ class LamaRunner(ModelRunner):
 
         self.state.require()
         live = [i for i, job in enumerate(jobs) if not expired(job.deadline)]
-        with self._skipped_lock:
-            self.skipped_expired += len(jobs) - len(live)
+        self._counts.add(skipped_expired=len(jobs) - len(live))
         results = [SKIPPED] * len(jobs)
         if not live:
             return results
@@ -106,10 +104,7 @@ class LamaRunner(ModelRunner):
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:
-        report = self.state.report()
-        with self._skipped_lock:
-            report["details"] = {**report["details"], "skipped_expired": self.skipped_expired}
-        return report
+        return self.state.report(self._counts.snapshot())
 
 
 LamaRunner.add_asgi_middleware(RunnerArrivals)

@@ -241,7 +241,9 @@ class LoadState:
         if not self.loaded:
             raise ServiceUnavailable(f"{self.kind} model {self.tag} is not loaded: {self.error}")
 
-    def report(self) -> dict[str, Any]:
+    def report(self, counts: dict[str, int] | None = None) -> dict[str, Any]:
+        """The load state, with the runner's `counts` (runners.bookkeeping.Counters) among
+        its details."""
         return {
             "loaded": self.loaded,
             "tag": self.tag,
@@ -250,7 +252,7 @@ class LoadState:
             "error": self.error,
             "gpu": _gpu_report(self.device) if self.device is not None else None,
             "process_memory_mb": process_memory_mb(),
-            "details": self.details,
+            "details": {**self.details, **(counts or {})},
         }
 
 

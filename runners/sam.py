@@ -205,9 +205,7 @@ class SamRunner(ModelRunner):
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:
-        report = self.state.report()
-        report["details"] = {**report["details"], **self._counts.snapshot()}
-        return report
+        return self.state.report(self._counts.snapshot())
 
 
 SamRunner.add_asgi_middleware(RunnerArrivals)

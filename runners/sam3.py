@@ -201,9 +201,7 @@ class Sam3Runner(ModelRunner):
 
     @bentoml.api
     async def status(self) -> dict[str, Any]:
-        report = self.state.report()
-        report["details"] = {**report["details"], **self._counts.snapshot()}
-        return report
+        return self.state.report(self._counts.snapshot())
 
 
 Sam3Runner.add_asgi_middleware(RunnerArrivals)
