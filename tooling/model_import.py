@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,7 @@ def import_sd(model_dir: Path, name: str | None = None, *, demo: bool = False) -
         name or DEFAULT_NAMES["sd"],
         "sd",
         metadata,
-        # .cache holds huggingface_hub's download bookkeeping, not pipeline files.
-        lambda path: shutil.copytree(
-            model_dir, path / SD_FOLDER, ignore=shutil.ignore_patterns(".cache")
-        ),
+        _copy_hub_folder(model_dir, SD_FOLDER),
         demo=demo,
     )
 
@@ -106,11 +104,16 @@ def import_sam3(model_dir: Path, name: str | None = None, *, demo: bool = False)
         name or DEFAULT_NAMES["sam3"],
         "sam3",
         metadata,
-        # .cache holds huggingface_hub's download bookkeeping, not model files.
-        lambda path: shutil.copytree(
-            model_dir, path / SAM3_FOLDER, ignore=shutil.ignore_patterns(".cache")
-        ),
+        _copy_hub_folder(model_dir, SAM3_FOLDER),
         demo=demo,
+    )
+
+
+def _copy_hub_folder(model_dir: Path, folder: str) -> Callable[[Path], Any]:
+    """An entry's fill: `model_dir` copied to `folder` in the entry, without `.cache`
+    (huggingface_hub's download bookkeeping, not model files)."""
+    return lambda path: shutil.copytree(
+        model_dir, path / folder, ignore=shutil.ignore_patterns(".cache")
     )
 
 

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
 import pytest
-from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.models import ModelStore
 from safetensors.torch import load_file, save_file
 from transformers import Sam3Config
 
@@ -23,7 +18,7 @@ from models.sam3_checkpoint import (
     load_sam3,
     verify_sam3_dir,
 )
-from tests.conftest import REPO_ROOT
+from tests.unit.conftest import import_models
 from tooling import model_import
 from tooling.tiny import build_tiny_sam3_dir, write_random_sam3_dir
 
@@ -43,24 +38,6 @@ FULL_SIZE_ENV = "INPAINT_TEST_SAM3_FULL"
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sam3_dir(tmp_path_factory.mktemp("sam3") / "sam3-tiny")
-
-
-@pytest.fixture
-def model_store(tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "models").mkdir()
-    BentoMLContainer.model_store.set(ModelStore(tmp_path / "models"))
-    yield tmp_path / "models"
-    BentoMLContainer.model_store.reset()
-
-
-def _import(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "scripts/import_models.py", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "BENTOML_HOME": str(home)},
-        capture_output=True,
-        text=True,
-    )
 
 
 def test_tiny_sam3_is_in_the_official_layout_and_loads(tiny_dir: Path) -> None:
@@ -113,7 +90,7 @@ def test_a_missing_key_is_refused_with_its_name(tiny_dir: Path, tmp_path: Path) 
     broken = _without(tiny_dir, key, tmp_path / "broken")
     with pytest.raises(Sam3CheckpointError, match=f"missing keys: {key}"):
         verify_sam3_dir(broken)
-    result = _import(["sam3", "--checkpoint", str(broken)], tmp_path / "home")
+    result = import_models(["sam3", "--checkpoint", str(broken)], tmp_path / "home")
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and key in result.stderr
     assert "Traceback" not in result.stderr
@@ -127,7 +104,7 @@ def test_a_missing_processor_file_is_named(tiny_dir: Path, tmp_path: Path) -> No
 
 
 def test_import_command_stores_sam3_and_the_store_serves_it(tiny_dir: Path, tmp_path: Path) -> None:
-    result = _import(["sam3", "--checkpoint", str(tiny_dir), "--name", "sam3-x"], tmp_path)
+    result = import_models(["sam3", "--checkpoint", str(tiny_dir), "--name", "sam3-x"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("sam3-x:")
 

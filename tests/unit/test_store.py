@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
 import pytest
 import torch
-from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.models import ModelStore
 
 from config.settings import Settings
 from models import store
 from models.sam_checkpoint import SAM_ARCHITECTURES
-from tests.conftest import REPO_ROOT
+from tests.unit.conftest import import_models
 from tooling import model_import
 from tooling.tiny import build_tiny_lama_dir, write_random_sam_checkpoint
-
-
-@pytest.fixture
-def model_store(tmp_path: Path) -> Iterator[Path]:
-    """A fresh, empty BentoML model store for one test."""
-    (tmp_path / "models").mkdir()
-    BentoMLContainer.model_store.set(ModelStore(tmp_path / "models"))
-    yield tmp_path / "models"
-    BentoMLContainer.model_store.reset()
 
 
 def _entry(name: str, kind: str, *, demo: bool = False, **metadata: str) -> str:
@@ -106,19 +91,9 @@ def test_import_lama_keeps_the_big_lama_layout(model_store: Path, tmp_path: Path
     assert not store.is_demo_tag(tag)
 
 
-def _import(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "scripts/import_models.py", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "BENTOML_HOME": str(home)},
-        capture_output=True,
-        text=True,
-    )
-
-
 def test_import_command_names_the_offending_key_and_shapes(tmp_path: Path) -> None:
     checkpoint = write_random_sam_checkpoint(tmp_path / "sam.pth", SAM_ARCHITECTURES["tiny"])
-    result = _import(["sam", "--type", "vit_b", "--checkpoint", str(checkpoint)], tmp_path)
+    result = import_models(["sam", "--type", "vit_b", "--checkpoint", str(checkpoint)], tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert "image_encoder.pos_embed" in result.stderr
@@ -132,12 +107,12 @@ def test_import_command_rejects_a_misshapen_lama_key(tmp_path: Path) -> None:
     key = "generator.model.1.ffc.convl2l.weight"
     checkpoint["state_dict"][key] = torch.zeros(1, 2, 3, 3)
     torch.save(checkpoint, folder / "models" / "best.ckpt")
-    result = _import(["lama", "--checkpoint", str(folder)], tmp_path)
+    result = import_models(["lama", "--checkpoint", str(folder)], tmp_path)
     assert result.returncode == 1
     assert "model.1.ffc.convl2l.weight" in result.stderr and "(1, 2, 3, 3)" in result.stderr
 
 
 def test_import_command_names_a_missing_file(tmp_path: Path) -> None:
-    result = _import(["sd", "--model", str(tmp_path / "nowhere")], tmp_path)
+    result = import_models(["sd", "--model", str(tmp_path / "nowhere")], tmp_path)
     assert result.returncode == 1
     assert "nowhere" in result.stderr
