@@ -320,6 +320,9 @@ class Capacity(BaseModel):
     max_concurrent_requests: int = Field(
         description="requests holding an image at once; more wait for a slot"
     )
+    admission_wait_s: float = Field(
+        description="how long a request waits for a slot before a 503 overloaded"
+    )
     job_max_running: int = Field(description="jobs running at once; more wait, queued")
     job_max_count: int = Field(description="jobs kept; a submit beyond them is a 503")
     retry_after_s: int = Field(description="the Retry-After of a 503 overloaded")

@@ -171,9 +171,14 @@ class Settings(BaseSettings):
     # short side >= 0.5 px); fill's upscaled canvas may hold at most MAX_CANVAS_PIXELS.
     max_aspect_ratio: float = Field(default=100.0, ge=1.0, le=2048.0)
     max_canvas_pixels: int = Field(default=40_000_000, ge=4096)
-    # Requests holding a decoded image in the entry at once; the rest wait for a slot within
-    # their deadline, else 503 `overloaded` with Retry-After: RETRY_AFTER_S.
+    # Requests holding a decoded image in the entry at once; the rest wait for a slot at most
+    # ADMISSION_WAIT_S (and never past their deadline), else 503 `overloaded` with
+    # Retry-After: RETRY_AFTER_S. The wait has its own bound because waiting until the deadline
+    # is never refused: the slot comes from an earlier request, whose deadline is earlier, so
+    # a full server would admit every waiter with no time left and answer 504 after work done
+    # for nobody.
     max_concurrent_requests: int = Field(default=4, ge=1)
+    admission_wait_s: float = Field(default=30.0, gt=0)
     # An upload must arrive within UPLOAD_READ_TIMEOUT_S (else 408 upload_timeout), and the
     # bodies being received at once may hold UPLOAD_RECEIVING_MB (each counts for its declared
     # Content-Length; beyond, 503 overloaded): slow senders cannot hold memory without limit.
@@ -231,6 +236,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def slot_wait_s(self) -> float:
+        """How long a request waits for an admission slot: never past its deadline."""
+        return min(self.admission_wait_s, self.processing_timeout_s)
 
 
 @lru_cache

@@ -1,7 +1,7 @@
 """Admission, deadlines and cancellation: how a request's work is run and how it can fail.
 
 - At most MAX_CONCURRENT_REQUESTS requests hold a decoded image at once; one that gets no slot
-  within the deadline is 503 overloaded.
+  within ADMISSION_WAIT_S (or its deadline, if sooner) is 503 overloaded.
 - The work runs within PROCESSING_TIMEOUT_S; past it, 504.
 - A request whose client goes away is cancelled, and with it the runner calls it waits on.
 - Any failure becomes the error a client gets (utils.exceptions), never a bare 500.
@@ -64,18 +64,22 @@ class Admission:
         """`work()` within the processing timeout; any failure as the error a client gets.
         With `admit`, the work first waits for an admission slot."""
         timeout_s = self._settings.processing_timeout_s
+        wait_s = self._settings.slot_wait_s
         admitted = not admit
         try:
             async with asyncio.timeout(timeout_s):
                 if admitted:
                     return await work()
-                async with self._slots:
-                    admitted = True
+                await asyncio.wait_for(self._slots.acquire(), wait_s)
+                admitted = True
+                try:
                     return await work()
+                finally:
+                    self._slots.release()
         except TimeoutError:
             if not admitted:
                 return OverloadedException(
-                    f"no capacity freed up within {timeout_s:g} s; retry shortly"
+                    f"no capacity freed up within {wait_s:g} s; retry shortly"
                 )
             return ProcessingTimeoutException(f"processing took longer than {timeout_s:g} s")
         except InpaintError as exc:

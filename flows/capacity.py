@@ -26,6 +26,7 @@ def server_capacity(settings: Settings) -> Capacity:
         )
     return Capacity(
         max_concurrent_requests=settings.max_concurrent_requests,
+        admission_wait_s=settings.slot_wait_s,
         job_max_running=settings.job_max_running,
         job_max_count=settings.job_max_count,
         retry_after_s=settings.retry_after_s,

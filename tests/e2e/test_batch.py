@@ -139,6 +139,7 @@ def assert_result(photo: Path, result: Path, mask_file: Path | None = None) -> n
 def test_ready_publishes_the_capacity_batches_size_themselves_by(server: Server) -> None:
     capacity = httpx.get(f"{server.url}/api/v1/ready", timeout=30).json()["capacity"]
     assert capacity["max_concurrent_requests"] == 4 and capacity["job_max_running"] == 1
+    assert capacity["admission_wait_s"] == 30
     assert capacity["concurrency"] == {"requests": 4, "jobs": 2}
     assert capacity["rate_limit"] is None and capacity["retry_after_s"] == 5
 
