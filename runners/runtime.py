@@ -141,7 +141,7 @@ def run_heavy(device: torch.device | None, work: Callable[[], T]) -> T:
     return _heavy_thread().submit(_in_slot, device, work).result()
 
 
-def _in_slot(device: torch.device, work: Callable[[], T]) -> T:
+def _in_slot(device: torch.device | None, work: Callable[[], T]) -> T:
     import torch
 
     with torch.inference_mode(), compute_slot(device):

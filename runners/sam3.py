@@ -152,7 +152,7 @@ class Sam3Runner(ModelRunner):
         features: dict[int, Any] = {}
         to_encode = []
         for i in live:
-            kept = self._kept.get(jobs[i].key) if jobs[i].key else None
+            kept = self._kept.get(jobs[i].key)
             if kept is not None:
                 features[i] = kept
             elif jobs[i].image is None:

@@ -1,8 +1,11 @@
-"""The host's CPU as the tests see it, read from /proc/cpuinfo apart from the code under test
-(models.backends), so a wrong rule there cannot make its own expectation."""
+"""The host's CPU as the tests see it, read from /proc/cpuinfo and the OS apart from the code
+under test (models.backends, runners.runtime), so a wrong rule there cannot make its own
+expectation."""
 
 from __future__ import annotations
 
+import os
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -30,3 +33,8 @@ def expected_precision() -> str:
 needs_bf16 = pytest.mark.skipif(
     not has_bf16(), reason="this CPU has neither avx512_bf16 nor amx_bf16 (see /proc/cpuinfo)"
 )
+
+
+def thread_priority() -> int:
+    """The calling thread's CPU priority (nice), as Linux keeps it: per thread."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

@@ -27,7 +27,7 @@ from runners.lama import LamaJob, LamaRunner
 from runners.runtime import COMPUTE_LOCK_FILE, compute_slot, run_heavy
 from runners.sam import SamJob, SamRunner
 from runners.sd import SdJob, SdRunner
-from tests.host_cpu import expected_precision, has_bf16
+from tests.host_cpu import expected_precision, has_bf16, thread_priority
 from tests.service.conftest import BACKEND_SETTINGS
 from utils.sam_frame import to_working_image
 
@@ -220,25 +220,21 @@ def test_compute_lock_is_shared_across_processes() -> None:
     assert _lock_holder() == "free"
 
 
-def _priority() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
 def test_a_heavy_forward_runs_below_its_callers_priority() -> None:
     """On a CPU, a heavy forward runs in the compute slot, in inference mode, on a thread at
     HEAVY_WORK_NICE; the calling thread (e.g. a click's decoding) keeps its own priority."""
-    caller, caller_priority = threading.get_native_id(), _priority()
+    caller, caller_priority = threading.get_native_id(), thread_priority()
 
     def forward() -> tuple[int, int, bool, str]:
         inference = torch.is_inference_mode_enabled()
-        return threading.get_native_id(), _priority(), inference, _lock_holder()
+        return threading.get_native_id(), thread_priority(), inference, _lock_holder()
 
     thread, priority, inference, lock = run_heavy(torch.device("cpu"), forward)
     assert thread != caller
     assert priority == max(caller_priority, get_settings().heavy_work_nice) == 19
     assert inference and lock == "held"
-    assert _priority() == caller_priority
+    assert thread_priority() == caller_priority
     # Nested in a heavy forward, it runs in place (taking the slot again would deadlock).
-    nested = run_heavy(torch.device("cpu"), lambda: run_heavy(torch.device("cpu"), _priority))
+    nested = run_heavy(torch.device("cpu"), lambda: run_heavy(torch.device("cpu"), thread_priority))
     assert nested == 19
     assert _lock_holder() == "free"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from runners.lama import LamaJob, LamaRunner
 from runners.sam import SamJob, SamPrompt, SamRunner
 from runners.sd import SdJob, SdRunner
 from tests.conftest import EXAMPLES_DIR
+from tests.host_cpu import thread_priority
 from utils.sam_frame import to_working_image, upsample_masks, working_size
 
 
@@ -204,22 +204,19 @@ def test_lama_paints_below_its_callers_priority(
     click's mask decoding gets the cores first; the caller keeps its priority."""
     import models.lama_inference
 
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    caller, caller_priority = threading.get_native_id(), priority()
+    caller, caller_priority = threading.get_native_id(), thread_priority()
     seen: dict[str, int] = {}
     paint = models.lama_inference.inpaint_batch
 
     def watched(*args: Any) -> list[np.ndarray]:
-        seen.update(thread=threading.get_native_id(), priority=priority())
+        seen.update(thread=threading.get_native_id(), priority=thread_priority())
         return paint(*args)
 
     monkeypatch.setattr(models.lama_inference, "inpaint_batch", watched)
     item = np.dstack([_photo(24, 32, 7), np.full((24, 32), 255, np.uint8)])
     assert lama.inpaint([LamaJob(item=item)])[0].shape == (24, 32, 3)
     assert seen["thread"] != caller and seen["priority"] == 19
-    assert priority() == caller_priority
+    assert thread_priority() == caller_priority
 
 
 def _job(seed: int, steps: int = 2, prompt: str = "a red car") -> SdJob:
